@@ -1,0 +1,127 @@
+"""Checkpoint directories: config.json + model.safetensors + meta.json, written atomically.
+
+Training state for --resume (optimizer moments, step, RNG) lives beside them in
+train_state.safetensors + train_state.json. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import UpoError
+from .io_utils import fresh_tmp_dir, replace_dir, write_json
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for key, value in st.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"opt.{pid}.{key}"] = t.contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(optimizer, tensors: dict, groups: dict) -> None:
+    state: dict = {}
+    for name, t in tensors.items():
+        if not name.startswith("opt."):
+            continue
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = t
+    optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    model: torch.nn.Module,
+    config: dict,
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    train_state: dict | None = None,
+    extra_tensors: dict | None = None,
+) -> None:
+    """Write the whole directory to a temporary sibling, then swap it into place."""
+    out_dir = Path(out_dir)
+    tmp = fresh_tmp_dir(out_dir)
+    try:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "meta.json", meta)
+        if optimizer is not None:
+            tensors, groups = _optimizer_tensors(optimizer)
+            tensors.update(extra_tensors or {})
+            save_file(tensors, str(tmp / "train_state.safetensors"))
+            write_json(tmp / "train_state.json", {**(train_state or {}), **groups})
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UpoError(f"{path.parent}: not a checkpoint ({path.name} is missing)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UpoError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UpoError(f"{path.parent}: not a checkpoint ({path.name} is missing)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UpoError(f"{path}: unreadable or truncated safetensors file ({err})") from None
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    tensors = read_tensors(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        name = (missing or unexpected)[0]
+        what = "is missing" if missing else "is not part of this model"
+        raise UpoError(f"{path}: weight {name!r} {what}")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise UpoError(
+                f"{path}: weight {name!r} has shape {tuple(t.shape)}, "
+                f"config says {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors)
+
+
+def load_train_state(ckpt_dir: Path, optimizer) -> tuple[dict, dict]:
+    """Restore optimizer moments; return (train_state json, extra tensors such as RNG state)."""
+    tensors = read_tensors(ckpt_dir / "train_state.safetensors")
+    state = read_json(ckpt_dir / "train_state.json")
+    _load_optimizer(optimizer, tensors, state)
+    extra = {k: v for k, v in tensors.items() if not k.startswith("opt.")}
+    return state, extra

@@ -1,0 +1,62 @@
+"""The `upo` command. Every user-facing failure is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from .errors import UpoError
+
+
+def _command_line() -> str:
+    return "upo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def cmd_mdm_train(args) -> int:
+    from .config import load_config
+    from .models.train import MDMTrainConfig, train_mdm
+
+    cfg = load_config(MDMTrainConfig, args.config, {"steps": args.steps, "threads": args.threads})
+    meta = train_mdm(cfg, args.out, resume=args.resume, command=_command_line())
+    print(f"wrote {args.out}: {meta['steps']} steps, validation {meta['validation']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="upo", description=__doc__)
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    mdm = sub.add_parser("mdm", help="train the built-in masked diffusion model")
+    mdm_sub = mdm.add_subparsers(dest="action", required=True)
+    p = mdm_sub.add_parser("train", help="train an MDM from a YAML config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--steps", type=int, help="override the config's steps")
+    p.add_argument("--threads", type=int, help="override the config's torch threads")
+    p.set_defaults(func=cmd_mdm_train)
+
+    from . import cli_data, cli_eval, cli_policy
+
+    cli_data.register(sub)
+    cli_eval.register(sub)
+    cli_policy.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UpoError as err:
+        print(f"upo: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("upo: interrupted; resume with --resume where the command supports it", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The built-in small MDM: a bidirectional pre-norm transformer that trains on a laptop CPU.
+
+Positions: for grid tasks the embedding is the sum of cell, row, column and box embeddings, so the
+model is told the Sudoku geometry instead of having to discover it from 81 unrelated positions;
+for sequences it is a learned absolute embedding. Attention is written out and runs in float32
+outside autocast: on this CPU, SDPA's backward under bf16 autocast is very slow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TinyConfig:
+    vocab_size: int
+    mask_id: int
+    seq_len: int
+    d_model: int = 192
+    n_layers: int = 6
+    n_heads: int = 6
+    ff_mult: int = 4
+    grid_box: list[int] | None = None  # [box_rows, box_cols] for Sudoku-like grids
+    bf16: bool = True
+
+    def validate(self) -> None:
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2, got {self.vocab_size}")
+        if not 0 <= self.mask_id < self.vocab_size:
+            raise ValueError(f"mask_id {self.mask_id} is outside the vocabulary")
+        if self.seq_len < 1 or self.d_model < 1 or self.n_layers < 2 or self.n_heads < 1:
+            raise ValueError("seq_len, d_model, n_heads must be positive and n_layers >= 2")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.grid_box is not None:
+            r, c = self.grid_box
+            if (r * c) ** 2 != self.seq_len:
+                raise ValueError(f"grid_box {self.grid_box} does not match seq_len {self.seq_len}")
+
+
+def attention(q, k, v, key_mask):
+    """Float32 attention with padded keys excluded. q, k, v: [B, H, L, Dh]; key_mask [B, L]."""
+    scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v.float()
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model),
+        )
+
+    def forward(self, x, key_mask):
+        b, l, d = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, l, 3, self.n_heads, d // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            att = attention(q, k, v, key_mask)
+        att = att.transpose(1, 2).reshape(b, l, d).to(x.dtype)
+        x = x + self.proj(att)
+        return x + self.ff(self.norm2(x))
+
+
+class TinyMDM(nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.mask_id = cfg.mask_id
+        self.vocab_size = cfg.vocab_size
+        self.feature_dim = cfg.d_model
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.seq_len, cfg.d_model)
+        if cfg.grid_box is not None:
+            r, c = cfg.grid_box
+            n = r * c
+            cell = torch.arange(cfg.seq_len)
+            row, col = cell // n, cell % n
+            self.register_buffer("row_idx", row, persistent=False)
+            self.register_buffer("col_idx", col, persistent=False)
+            self.register_buffer("box_idx", (row // r) * r + col // c, persistent=False)
+            self.row = nn.Embedding(n, cfg.d_model)
+            self.col = nn.Embedding(n, cfg.d_model)
+            self.box = nn.Embedding(n, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, tokens):
+        l = tokens.shape[1]
+        x = self.tok(tokens) + self.pos.weight[:l]
+        if self.cfg.grid_box is not None:
+            x = x + self.row(self.row_idx[:l]) + self.col(self.col_idx[:l]) + self.box(self.box_idx[:l])
+        return x
+
+    def forward(self, tokens, attention_mask=None):
+        """(logits [B, L, V] float32 with the mask logit at -inf, features [B, L, D])."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(tokens, dtype=torch.bool)
+        attention_mask = attention_mask.bool()
+        with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            x = self.embed(tokens)
+            for block in self.blocks[:-1]:
+                x = block(x, attention_mask)
+            features = x
+            x = self.blocks[-1](x, attention_mask)
+            logits = self.head(self.norm(x))
+        logits = logits.float()
+        logits[..., self.mask_id] = float("-inf")
+        return logits, features
+
+    def fingerprint(self) -> str:
+        """Identifies these exact weights, so a policy trained on one MDM refuses another."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def masked_diffusion_loss(model, tokens, t, mask, elbo_weight: bool = False):
+    """Cross-entropy on masked positions. `mask` [B, L] bool marks the masked positions (each masked
+    independently with probability t [B]). Unmasked positions contribute nothing. With
+    `elbo_weight` each sequence's loss is weighted by 1/t (the ELBO), otherwise plain mean."""
+    inputs = tokens.masked_fill(mask, model.mask_id)
+    logits, _ = model(inputs)
+    logits = logits.clone()
+    logits[..., model.mask_id] = -1e4  # finite, so masked-out positions cannot produce NaN
+    ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # [B, L]
+    ce = ce * mask
+    if elbo_weight:
+        return (ce.sum(1) / t.clamp_min(1e-3)).sum() / (tokens.shape[0] * tokens.shape[1])
+    return ce.sum() / mask.sum().clamp_min(1)

@@ -1,0 +1,214 @@
+"""`upo mdm train`: the absorbing-state masked-diffusion objective on a task's training stream.
+
+Per sequence draw a mask level t ~ U(t_min, t_max), mask each position with probability t, and
+minimise cross-entropy on the masked positions. AdamW with linear warm-up and cosine decay,
+gradient clipping, metrics to JSONL, periodic validation, atomic checkpoints and exact --resume.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import git_commit, load_train_state, load_weights, read_json, save_checkpoint
+from ..config import from_dict, to_dict
+from ..errors import UpoError
+from ..io_utils import JsonlLog
+from ..tasks.registry import get_task
+from .tiny import TinyConfig, TinyMDM, masked_diffusion_loss
+
+
+@dataclass
+class MDMTrainConfig:
+    task: str
+    model: dict = field(default_factory=dict)  # TinyConfig fields other than the task's own
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    t_min: float = 0.0
+    t_max: float = 1.0
+    elbo_weight: bool = False
+    seed: int = 0
+    threads: int = 2
+    log_every: int = 20
+    eval_every: int = 500
+    checkpoint_every: int = 100
+    val_size: int = 512
+    val_puzzles: int = 100
+    val_blanks: list[int] = field(default_factory=lambda: [45])
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        if not 0 <= self.t_min < self.t_max <= 1:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.checkpoint_every < 1:
+            raise ValueError("lr must be positive, warmup_steps >= 0, checkpoint_every >= 1")
+
+
+def lr_at(cfg: MDMTrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def build_model(cfg: MDMTrainConfig, task) -> TinyMDM:
+    fields = {**cfg.model, **task.model_defaults()}
+    model_cfg = from_dict(TinyConfig, fields, "config: model")
+    return TinyMDM(model_cfg)
+
+
+def draw_mask(tokens: torch.Tensor, cfg: MDMTrainConfig, gen: torch.Generator):
+    b, l = tokens.shape
+    t = cfg.t_min + (cfg.t_max - cfg.t_min) * torch.rand(b, generator=gen)
+    mask = torch.rand(b, l, generator=gen) < t[:, None]
+    # Every sequence needs at least one masked position to contribute a loss.
+    empty = ~mask.any(1)
+    forced = torch.randint(0, l, (b,), generator=gen)
+    mask[empty, forced[empty]] = True
+    return t, mask
+
+
+@torch.no_grad()
+def masked_accuracy(model, tokens: torch.Tensor, level: float, seed: int) -> float:
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(tokens.shape, generator=gen) < level
+    logits, _ = model(tokens.masked_fill(mask, model.mask_id))
+    right = (logits.argmax(-1) == tokens) & mask
+    return right.sum().item() / max(1, mask.sum().item())
+
+
+def validation_puzzles(task, cfg: MDMTrainConfig):
+    from ..tasks.sudoku.generate import generate_puzzles
+
+    out = {}
+    for blanks in cfg.val_blanks:
+        pairs = list(generate_puzzles(task.spec, cfg.val_puzzles, (blanks, blanks), seed=10_000 + blanks))
+        out[blanks] = task.batch(np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs]))
+    return out
+
+
+@torch.no_grad()
+def validate(model, task, val_grids, val_puzzles) -> dict:
+    from ..decode import unmask
+    from ..policies.rules import make_rule
+
+    model.eval()
+    metrics = {
+        f"val_acc@{lvl}": masked_accuracy(model, val_grids, lvl, seed=i)
+        for i, lvl in enumerate((0.25, 0.5, 0.75))
+    }
+    for blanks, batch in val_puzzles.items():
+        traj = unmask(model, torch.from_numpy(batch.tokens), make_rule("confidence"))
+        metrics[f"val_solve@{blanks}"] = float(task.solved(batch, traj.tokens.numpy()).mean())
+    model.train()
+    return metrics
+
+
+def train_mdm(cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, command: str = "") -> dict:
+    out_dir = Path(out_dir)
+    task = get_task(cfg.task)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, task)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, elapsed = 0, 0.0
+    if resume:
+        if (out_dir / "meta.json").exists() and not (out_dir / "train_state.json").exists():
+            meta = read_json(out_dir / "meta.json")
+            if meta.get("complete"):
+                print(f"{out_dir}: training already complete ({meta.get('steps')} steps)")
+                return meta
+        if not (out_dir / "train_state.json").exists():
+            raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
+        saved_cfg = read_json(out_dir / "config.json").get("train")
+        if saved_cfg != to_dict(cfg):
+            raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+        load_weights(model, out_dir / "model.safetensors")
+        state, extra = load_train_state(out_dir, opt)
+        gen.set_state(extra["rng.torch"])
+        start, elapsed = state["step"], state["elapsed"]
+    elif (out_dir / "model.safetensors").exists():
+        raise UpoError(f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out")
+
+    stream = task.stream(cfg.seed)
+    val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
+    val_puzzles = validation_puzzles(task, cfg)
+    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
+    n_params = model.num_parameters()
+    print(f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {start}->{cfg.steps}", file=sys.stderr)
+    config_json = {"kind": "tiny", "task": cfg.task, "model": to_dict(model.cfg), "train": to_dict(cfg)}
+    last_val: dict = {}
+
+    def checkpoint(step: int, complete: bool):
+        meta = {
+            "kind": "mdm",
+            "task": cfg.task,
+            "command": command,
+            "commit": git_commit(),
+            "steps": step,
+            "sequences_seen": step * cfg.batch_size,
+            "train_seconds": round(elapsed, 1),
+            "parameters": n_params,
+            "validation": last_val,
+            "complete": complete,
+        }
+        if complete:
+            save_checkpoint(out_dir, model, config_json, meta)
+        else:
+            save_checkpoint(
+                out_dir,
+                model,
+                config_json,
+                meta,
+                optimizer=opt,
+                train_state={"step": step, "elapsed": elapsed},
+                extra_tensors={"rng.torch": gen.get_state()},
+            )
+
+    model.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="mdm train", file=sys.stderr)
+    window_t, window_n = time.time(), 0
+    for step in bar:
+        t0 = time.time()
+        tokens = torch.from_numpy(stream.batch(step, cfg.batch_size))
+        t, mask = draw_mask(tokens, cfg, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        loss = masked_diffusion_loss(model, tokens, t, mask, cfg.elbo_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        elapsed += time.time() - t0
+        window_n += cfg.batch_size
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            rate = window_n / max(1e-9, time.time() - window_t)
+            window_t, window_n = time.time(), 0
+            record = {"step": done, "loss": round(loss.item(), 5), "lr": lr_at(cfg, step),
+                      "grad_norm": round(float(grad_norm), 4), "seq_per_s": round(rate, 1)}
+            bar.set_postfix(loss=f"{loss.item():.4f}", seq_s=f"{rate:.0f}")
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                last_val = validate(model, task, val_grids, val_puzzles)
+                record.update(last_val)
+                bar.write(" ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
+            log.write(record)
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            checkpoint(done, complete=False)
+    checkpoint(cfg.steps, complete=True)
+    return read_json(out_dir / "meta.json")

@@ -1,0 +1,109 @@
+"""What an unmasking policy sees at one step, and how a choice is drawn from its distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class StepState:
+    """One unmasking step for a batch of active items.
+
+    logits [B, L, V] float32 (mask token at -inf); features [B, L, D] (MDM hidden states entering
+    its last block); masked [B, L] positions still masked; candidates [B, L] positions the policy may
+    choose now (masked and inside the current block); block [B, L] the current block.
+    """
+
+    tokens: torch.Tensor
+    logits: torch.Tensor
+    features: torch.Tensor
+    masked: torch.Tensor
+    candidates: torch.Tensor
+    block: torch.Tensor
+    step: int
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if not hasattr(self, "_probs"):
+            self._probs = torch.softmax(self.logits, dim=-1)
+        return self._probs
+
+
+@dataclass
+class Choice:
+    """The positions chosen at one step: chosen [B, L] bool, and the exact log-probability [B] of
+    that choice under the distribution it was drawn from (0 for deterministic rules)."""
+
+    chosen: torch.Tensor
+    logprob: torch.Tensor
+
+
+def masked_log_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """log softmax of scores over the allowed positions; -inf elsewhere. Stable: subtracts the max
+    over allowed positions, and a row with nothing allowed gives all -inf instead of NaN."""
+    scores = scores.float().masked_fill(~allowed, NEG_INF)
+    top = scores.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    shifted = scores - top
+    lse = torch.logsumexp(shifted, dim=-1, keepdim=True)
+    out = shifted - lse
+    return out.masked_fill(~allowed, NEG_INF)
+
+
+def top_by_score(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, L] bool: the k highest-scoring allowed positions (fewer if fewer are allowed).
+    Ties go to the lowest position index (stable sort), so results never depend on batching."""
+    scores = scores.float().masked_fill(~allowed, NEG_INF)
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]
+    chosen = torch.zeros_like(allowed)
+    chosen.scatter_(1, order, True)
+    return chosen & allowed
+
+
+def sample_without_replacement(
+    logp: torch.Tensor, k: int, generator: torch.Generator | None
+) -> Choice:
+    """Draw k positions from the distribution exp(logp) without replacement (Gumbel-top-k) and
+    return the exact Plackett-Luce log-probability of the drawn ordered sequence."""
+    allowed = torch.isfinite(logp)
+    u = torch.rand(logp.shape, generator=generator, device=logp.device).clamp_(1e-20, 1.0)
+    gumbel = -torch.log(-torch.log(u))
+    keys = (logp + gumbel).masked_fill(~allowed, NEG_INF)
+    n_allowed = allowed.sum(-1)
+    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices[:, :k]  # [B, k]
+    total = torch.zeros(logp.shape[0], device=logp.device)
+    remaining = allowed.clone()
+    chosen = torch.zeros_like(allowed)
+    for j in range(min(k, logp.shape[1])):
+        idx = order[:, j : j + 1]
+        live = (j < n_allowed)  # rows that still have something to draw
+        step_logp = masked_log_softmax(logp, remaining).gather(1, idx).squeeze(1)
+        total = total + torch.where(live, step_logp, torch.zeros_like(step_logp))
+        pick = torch.zeros_like(allowed).scatter_(1, idx, True) & live[:, None]
+        chosen |= pick
+        remaining &= ~pick
+    return Choice(chosen, total)
+
+
+class Policy:
+    """An unmasking policy. Subclasses give `log_probs(state)` ([B, L], -inf off support) and say
+    whether they are deterministic (`greedy_scores`) or sampled."""
+
+    name = "policy"
+    deterministic = False
+
+    def log_probs(self, state: StepState) -> torch.Tensor:
+        raise NotImplementedError
+
+    def greedy_scores(self, state: StepState) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(self, state: StepState, k: int, generator: torch.Generator | None = None) -> Choice:
+        if self.deterministic:
+            chosen = top_by_score(self.greedy_scores(state), state.candidates, k)
+            return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
+        return sample_without_replacement(self.log_probs(state), k, generator)

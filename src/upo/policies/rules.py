@@ -1,0 +1,154 @@
+"""Hand-written unmasking rules. Each has a score over positions, a candidate set and an exact
+log-probability, so any of them can serve as the reference policy of UPO.
+
+Deterministic rules (confidence, margin, entropy, left-to-right, threshold) put all their mass on
+the best-scoring candidate; ties go to the lowest position index.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import NEG_INF, Choice, Policy, StepState, masked_log_softmax, top_by_score
+
+
+def confidence(state: StepState) -> torch.Tensor:
+    """Top-1 token probability per position [B, L]."""
+    return state.probs.max(dim=-1).values
+
+
+def margin(state: StepState) -> torch.Tensor:
+    top2 = state.probs.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def neg_entropy(state: StepState) -> torch.Tensor:
+    p = state.probs
+    return (p * torch.log(p.clamp_min(1e-30))).sum(-1)
+
+
+def position_order(state: StepState) -> torch.Tensor:
+    l = state.candidates.shape[1]
+    return -torch.arange(l, dtype=torch.float32, device=state.candidates.device).expand(
+        state.candidates.shape
+    )
+
+
+def one_hot_log_probs(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    best = top_by_score(scores, candidates, 1)
+    return torch.zeros_like(scores, dtype=torch.float32).masked_fill(~best, NEG_INF)
+
+
+class ArgmaxRule(Policy):
+    """Deterministically pick the candidates with the highest score."""
+
+    deterministic = True
+
+    def __init__(self, name: str, score_fn):
+        self.name = name
+        self.score_fn = score_fn
+
+    def greedy_scores(self, state):
+        return self.score_fn(state)
+
+    def log_probs(self, state):
+        return one_hot_log_probs(self.score_fn(state), state.candidates)
+
+
+class RandomOrder(Policy):
+    name = "random"
+
+    def log_probs(self, state):
+        return masked_log_softmax(torch.zeros_like(state.candidates, dtype=torch.float32), state.candidates)
+
+
+class SoftmaxConfidence(Policy):
+    """softmax over candidate positions of confidence / tau."""
+
+    def __init__(self, tau: float):
+        if not tau > 0:
+            raise ValueError(f"softmax temperature must be positive, got {tau}")
+        self.tau = tau
+        self.name = f"softmax:{tau:g}"
+
+    def log_probs(self, state):
+        return masked_log_softmax(confidence(state) / self.tau, state.candidates)
+
+
+class TopKRandom(Policy):
+    """Uniform over the K most confident candidates."""
+
+    def __init__(self, k: int):
+        if k < 1:
+            raise ValueError(f"topk-random needs K >= 1, got {k}")
+        self.k = k
+        self.name = f"topk-random:{k}"
+
+    def support(self, state) -> torch.Tensor:
+        return top_by_score(confidence(state), state.candidates, self.k)
+
+    def log_probs(self, state):
+        support = self.support(state)
+        return masked_log_softmax(torch.zeros_like(support, dtype=torch.float32), support)
+
+
+class Threshold(Policy):
+    """Fast-dLLM style parallel rule: every candidate whose confidence exceeds the threshold, and
+    at least the most confident one, per step. Ignores k."""
+
+    deterministic = True
+
+    def __init__(self, threshold: float):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self.name = f"threshold:{threshold:g}"
+
+    def greedy_scores(self, state):
+        return confidence(state)
+
+    def log_probs(self, state):
+        return one_hot_log_probs(confidence(state), state.candidates)
+
+    def select(self, state, k, generator=None):
+        conf = confidence(state)
+        chosen = (conf > self.threshold) & state.candidates
+        chosen |= top_by_score(conf, state.candidates, 1)
+        return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
+
+
+RULE_NAMES = [
+    "random",
+    "confidence",
+    "margin",
+    "entropy",
+    "left-to-right",
+    "topk-random:K",
+    "softmax:TAU",
+    "threshold:P",
+]
+
+
+def make_rule(name: str) -> Policy:
+    """A hand rule by its CLI name; ValueError listing the valid names otherwise."""
+    base, _, arg = name.partition(":")
+    try:
+        if base == "random" and not arg:
+            return RandomOrder()
+        if base == "confidence" and not arg:
+            return ArgmaxRule("confidence", confidence)
+        if base == "margin" and not arg:
+            return ArgmaxRule("margin", margin)
+        if base == "entropy" and not arg:
+            return ArgmaxRule("entropy", neg_entropy)
+        if base == "left-to-right" and not arg:
+            return ArgmaxRule("left-to-right", position_order)
+        if base in ("topk-random", "topk"):
+            return TopKRandom(int(arg) if arg else 5)
+        if base == "softmax":
+            return SoftmaxConfidence(float(arg) if arg else 0.1)
+        if base == "threshold":
+            return Threshold(float(arg) if arg else 0.9)
+    except ValueError as err:
+        raise ValueError(f"bad policy {name!r}: {err}") from None
+    raise ValueError(f"unknown policy {name!r}; valid: {', '.join(RULE_NAMES)} or a checkpoint dir")
