@@ -23,6 +23,12 @@ def cmd_mdm_train(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upo", description=__doc__)
     sub = parser.add_subparsers(dest="group", required=True)
@@ -36,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the config's steps")
     p.add_argument("--threads", type=int, help="override the config's torch threads")
     p.set_defaults(func=cmd_mdm_train)
+
+    d = sub.add_parser("demo", help="evaluate every rule and the shipped policy; write demo-report/")
+    d.add_argument("--out", default="demo-report")
+    d.add_argument("--n", type=int, default=300)
+    d.add_argument("--seed", type=int, default=2026)
+    d.add_argument("--threads", type=int, default=2)
+    d.set_defaults(func=cmd_demo)
 
     from . import cli_data, cli_eval, cli_policy
 

@@ -1,5 +1,104 @@
-"""placeholder"""
+"""`upo eval`: compare unmasking policies on a task's held-out data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 
-def register(sub):
-    pass
+def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
+    from .errors import UpoError
+    from .tasks.sudoku.io import load_puzzles
+
+    data = load_puzzles(path, task.spec, skip_invalid=skip_invalid)
+    if data.skipped:
+        print(f"{path}: skipped {data.skipped} invalid lines", file=sys.stderr)
+    if len(data.puzzles) == 0:
+        raise UpoError(f"{path}: no puzzles to evaluate")
+    batch = task.batch(data.puzzles, data.solutions)
+    if n is not None:
+        if n < 1:
+            raise UpoError(f"--n must be at least 1, got {n}")
+        batch = batch.select(np.arange(min(n, len(batch))))
+    return batch
+
+
+def check_mdm_fits(mdm, task, mdm_path: str) -> None:
+    from .errors import UpoError
+
+    if mdm.vocab_size != task.vocab_size or mdm.cfg.seq_len != task.seq_len:
+        raise UpoError(
+            f"{mdm_path}: MDM has vocabulary {mdm.vocab_size} and length {mdm.cfg.seq_len}, "
+            f"task {task.name} needs {task.vocab_size} and {task.seq_len}"
+        )
+
+
+def run_eval(args) -> int:
+    from .errors import UpoError
+    from .evaluate import evaluate_policy, markdown_table
+    from .io_utils import write_json
+    from .models.registry import load_mdm
+    from .policies.resolve import resolve_policy
+    from .tasks.registry import get_task
+
+    task = get_task(args.task)
+    mdm = load_mdm(args.mdm, threads=args.threads)
+    check_mdm_fits(mdm, task, args.mdm)
+    names = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not names:
+        raise UpoError("--policies is empty")
+    policies = [resolve_policy(name, mdm) for name in names]
+    batch = load_eval_data(task, args.data, args.n, args.skip_invalid)
+    if args.batch_size < 1:
+        raise UpoError(f"--batch-size must be at least 1, got {args.batch_size}")
+    results = []
+    for policy in policies:
+        runs = len(batch) * (args.pass_at if args.pass_at > 1 and not policy.deterministic else 1)
+        with tqdm(total=runs, desc=f"eval {policy.name}", file=sys.stderr) as bar:
+            n_samples = args.pass_at if not policy.deterministic else 1
+            res = evaluate_policy(mdm, task, batch, policy, args.batch_size, k=args.k, seed=args.seed,
+                                  pass_at=n_samples, progress=bar.update)
+        results.append(res)
+    print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}\n")
+    print(markdown_table(results))
+    if args.json:
+        write_json(args.json, {"task": task.name, "n": len(batch), "mdm": args.mdm, "data": args.data,
+                               "k": args.k, "seed": args.seed, "results": [r.summary() for r in results]})
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    if args.plot:
+        from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_difficulty
+
+        out = Path(args.plot)
+        solve_rate_bars(results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out puzzles")
+        solve_rate_by_difficulty(results, task.difficulty(batch), out / "solve_rate_by_blanks.png")
+        fill_orders(results, args.show_item, task.spec.n, out / "fill_order.png")
+        print(f"wrote figures to {out}", file=sys.stderr)
+    if args.show_order:
+        for r in results:
+            print(f"\nfill order of item {args.show_item} under {r.policy}:\n{order_text(r.order[args.show_item], task.spec.n)}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate unmasking policies")
+    p.add_argument("--task", required=True)
+    p.add_argument("--mdm", required=True, help="MDM checkpoint directory")
+    p.add_argument("--data", required=True, help="puzzles (JSONL, CSV or plain text)")
+    p.add_argument("--policies", default="random,confidence,margin,entropy",
+                   help="comma-separated: random, confidence, margin, entropy, topk-random:K, softmax:TAU, "
+                        "left-to-right, threshold:P, or a policy checkpoint directory")
+    p.add_argument("--n", type=int, help="evaluate only the first N items")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--k", type=int, default=1, help="positions revealed per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--pass-at", type=int, default=1, help="N samples per item for stochastic policies")
+    p.add_argument("--json", help="write results as JSON")
+    p.add_argument("--plot", help="directory for PNG figures")
+    p.add_argument("--show-order", action="store_true", help="print the fill order of one item")
+    p.add_argument("--show-item", type=int, default=0)
+    p.add_argument("--skip-invalid", action="store_true")
+    p.set_defaults(func=run_eval)

@@ -135,8 +135,10 @@ def train_mdm(cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, co
                 return meta
         if not (out_dir / "train_state.json").exists():
             raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
-        saved_cfg = read_json(out_dir / "config.json").get("train")
-        if saved_cfg != to_dict(cfg):
+        saved_cfg = dict(read_json(out_dir / "config.json").get("train") or {})
+        # Thread count changes speed, not the run: it may differ on resume.
+        saved_cfg.pop("threads", None)
+        if saved_cfg != {k: v for k, v in to_dict(cfg).items() if k != "threads"}:
             raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
         load_weights(model, out_dir / "model.safetensors")
         state, extra = load_train_state(out_dir, opt)

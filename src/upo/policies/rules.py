@@ -151,4 +151,4 @@ def make_rule(name: str) -> Policy:
             return Threshold(float(arg) if arg else 0.9)
     except ValueError as err:
         raise ValueError(f"bad policy {name!r}: {err}") from None
-    raise ValueError(f"unknown policy {name!r}; valid: {', '.join(RULE_NAMES)} or a checkpoint dir")
+    raise ValueError(f"unknown policy {name!r}")

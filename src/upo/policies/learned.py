@@ -1,0 +1,197 @@
+"""The learned unmasking policy g_phi: a small network on top of the frozen MDM's own features.
+
+Per position it sees the MDM hidden state entering the last block (detached), the MDM's top-8
+token probabilities (mask token excluded, sorted), a mask flag and a block flag. One transformer
+block mixes the (projected) hidden states across positions; after a norm they are concatenated with
+the probability and flag features and a 3-layer MLP gives one score per position. The policy is
+softmax(score / temperature) over the candidate positions. It never re-runs the MDM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_weights, read_json, save_checkpoint
+from ..config import from_dict, to_dict
+from ..errors import UpoError
+from ..models.tiny import attention
+from .base import NEG_INF, Policy, StepState, masked_log_softmax, top_by_score
+from .rules import confidence
+
+TOP_PROBS = 8
+
+
+@dataclass
+class PolicyConfig:
+    feature_dim: int  # the MDM's feature width (192 for the shipped Sudoku MDM, 4096 for LLaDA)
+    width: int = 64  # the policy's own width: MDM features are projected down to it
+    n_heads: int = 4
+    mlp_hidden: int = 64
+    restrict_topk: int | None = None  # only ever choose among the K most confident candidates
+
+    def validate(self) -> None:
+        if self.feature_dim < 1 or self.width < 1 or self.mlp_hidden < 1:
+            raise ValueError("feature_dim, width and mlp_hidden must be positive")
+        if self.width % self.n_heads:
+            raise ValueError(f"width {self.width} is not divisible by n_heads {self.n_heads}")
+        if self.restrict_topk is not None and self.restrict_topk < 1:
+            raise ValueError("restrict_topk must be at least 1")
+
+
+@dataclass
+class PolicyInputs:
+    """What the policy network reads at one state; cached during rollouts (features in bf16)."""
+
+    features: torch.Tensor  # [N, L, D]
+    top_probs: torch.Tensor  # [N, L, 8]
+    masked: torch.Tensor  # [N, L] bool
+    block: torch.Tensor  # [N, L] bool
+    allowed: torch.Tensor  # [N, L] bool: positions the policy may choose
+
+
+def top_probabilities(probs: torch.Tensor, mask_id: int, k: int = TOP_PROBS) -> torch.Tensor:
+    """[B, L, k] the k largest token probabilities, mask token excluded, zero-padded when the
+    vocabulary is smaller than k."""
+    p = probs.clone()
+    p[..., mask_id] = 0.0
+    k_eff = min(k, p.shape[-1] - 1)
+    top = p.topk(k_eff, dim=-1).values
+    if k_eff < k:
+        top = torch.cat([top, top.new_zeros(*top.shape[:-1], k - k_eff)], dim=-1)
+    return top
+
+
+def allowed_positions(state: StepState, restrict_topk: int | None) -> torch.Tensor:
+    if restrict_topk is None:
+        return state.candidates
+    return top_by_score(confidence(state), state.candidates, restrict_topk)
+
+
+def inputs_from_state(state: StepState, mask_id: int, restrict_topk: int | None) -> PolicyInputs:
+    return PolicyInputs(
+        features=state.features.to(torch.bfloat16),
+        top_probs=top_probabilities(state.probs, mask_id),
+        masked=state.masked,
+        block=state.block,
+        allowed=allowed_positions(state, restrict_topk),
+    )
+
+
+class PolicyNet(nn.Module):
+    def __init__(self, cfg: PolicyConfig, bf16: bool = True):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.bf16 = bf16
+        self.proj = nn.Linear(cfg.feature_dim, cfg.width)
+        self.norm1 = nn.LayerNorm(cfg.width)
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
+        self.out = nn.Linear(cfg.width, cfg.width)
+        self.norm2 = nn.LayerNorm(cfg.width)
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.width, 2 * cfg.width), nn.GELU(), nn.Linear(2 * cfg.width, cfg.width)
+        )
+        self.norm3 = nn.LayerNorm(cfg.width)
+        extra = TOP_PROBS + 2
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.width + extra, cfg.mlp_hidden),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_hidden, cfg.mlp_hidden),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_hidden, 1),
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, inp: PolicyInputs) -> torch.Tensor:
+        """Scores [N, L] (float32), before masking and temperature. Linear layers run under bf16
+        autocast on CPU (2-3x faster here); attention and the final scores stay float32."""
+        dev = inp.features.device.type
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=self.bf16):
+            x = self.proj(inp.features)
+            n, l, w = x.shape
+            h = self.cfg.n_heads
+            qkv = self.qkv(self.norm1(x)).view(n, l, 3, h, w // h).permute(2, 0, 3, 1, 4)
+            everything = torch.ones(n, l, dtype=torch.bool, device=x.device)
+            with torch.autocast(device_type=dev, enabled=False):
+                att = attention(qkv[0], qkv[1], qkv[2], everything)
+            att = att.transpose(1, 2).reshape(n, l, w).to(x.dtype)
+            x = x + self.out(att)
+            x = x + self.ff(self.norm2(x))
+            flags = torch.stack([inp.masked, inp.block], dim=-1).to(x.dtype)
+            z = torch.cat([self.norm3(x).to(x.dtype), inp.top_probs.to(x.dtype), flags], dim=-1)
+            scores = self.mlp(z).squeeze(-1)
+        return scores.float()
+
+    def log_probs(self, inp: PolicyInputs, temperature: float = 1.0) -> torch.Tensor:
+        """log g_phi over positions at `temperature` [N, L]; -inf outside `allowed`."""
+        return masked_log_softmax(self.forward(inp) / temperature, inp.allowed)
+
+
+class LearnedPolicy(Policy):
+    """The network as an unmasking policy: greedy (argmax score) for evaluation, or sampled at a
+    temperature for rollouts, in which case the reported log-probs are of that tempered
+    distribution, the one actually sampled from."""
+
+    def __init__(self, net: PolicyNet, mask_id: int, temperature: float = 1.0, greedy: bool = True, name: str = "learned"):
+        self.net = net
+        self.mask_id = mask_id
+        self.temperature = temperature
+        self.deterministic = greedy
+        self.name = name
+
+    def inputs(self, state: StepState) -> PolicyInputs:
+        return inputs_from_state(state, self.mask_id, self.net.cfg.restrict_topk)
+
+    @torch.no_grad()
+    def greedy_scores(self, state):
+        inp = self.inputs(state)
+        return self.net(inp).masked_fill(~inp.allowed, NEG_INF)
+
+    @torch.no_grad()
+    def log_probs(self, state):
+        return self.net.log_probs(self.inputs(state), self.temperature)
+
+
+def save_policy(out_dir, net: PolicyNet, mdm_fingerprint: str, meta: dict, train_config: dict | None = None,
+                **train_state) -> None:
+    config = {"kind": "policy", "policy": to_dict(net.cfg), "mdm_fingerprint": mdm_fingerprint}
+    if train_config is not None:
+        config["train"] = train_config  # the run's settings, for --resume checks and provenance
+    save_checkpoint(out_dir, net, config, {**meta, "mdm_fingerprint": mdm_fingerprint}, **train_state)
+
+
+def is_policy_checkpoint(path) -> bool:
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        return False
+    try:
+        return read_json(p / "config.json").get("kind") == "policy"
+    except UpoError:
+        return False
+
+
+def load_policy(path, mdm=None) -> PolicyNet:
+    """Load a policy checkpoint; with `mdm`, refuse one trained on a different MDM."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UpoError(f"{path}: policy checkpoint directory not found")
+    cfg_json = read_json(path / "config.json")
+    if cfg_json.get("kind") != "policy":
+        raise UpoError(f"{path}: not a policy checkpoint (config.json kind is {cfg_json.get('kind')!r})")
+    cfg = from_dict(PolicyConfig, cfg_json.get("policy", {}), f"{path / 'config.json'}: policy")
+    if mdm is not None:
+        if cfg.feature_dim != mdm.feature_dim:
+            raise UpoError(f"{path}: policy expects MDM features of width {cfg.feature_dim}, this MDM has {mdm.feature_dim}")
+        want, have = cfg_json.get("mdm_fingerprint"), mdm.fingerprint()
+        if want != have:
+            raise UpoError(f"{path}: policy was trained on MDM {want}, not on this MDM ({have})")
+    net = PolicyNet(cfg)
+    load_weights(net, path / "model.safetensors")
+    net.eval()
+    return net

@@ -1,0 +1,388 @@
+"""`upo policy train`: UPO, i.e. GRPO over unmasking orders, kept near a reference rule.
+
+One training step:
+ 1. rollout: P prompts x G samples decoded together in one batched call with the current policy,
+    positions sampled at `temperature`; every visited state is recorded (MDM features cached in
+    bf16), so the update phase runs zero MDM forwards;
+ 2. rewards per trajectory (fraction of blanks right, or solved), advantages r - mean_group(r);
+ 3. `inner_steps` optimiser steps on the cached states: clipped ratio objective per unmasking
+    step plus beta times the regulariser (cross-entropy to one-hot references, the clipped-weight
+    score-function KL estimator to stochastic ones).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import git_commit, load_train_state, load_weights, read_json
+from ..config import from_dict, to_dict
+from ..errors import UpoError
+from ..evaluate import evaluate_policy
+from ..io_utils import JsonlLog
+from ..models.registry import load_mdm
+from ..policies.learned import LearnedPolicy, PolicyConfig, PolicyNet, load_policy, save_policy
+from ..policies.rules import make_rule
+from ..tasks.registry import get_task
+from .references import Reference, make_reference
+from .rollout import States, collect
+
+
+@dataclass
+class UPOConfig:
+    """Every knob of a UPO run. Paper values (LLaDA-8B) in brackets where they differ."""
+
+    task: str = "sudoku9"
+    mdm: str = "checkpoints/sudoku9-mdm"
+    train_data: str = "data/sudoku9-train.jsonl"
+    val_data: str | None = None  # held-out puzzles for periodic evaluation (never the test set)
+    val_n: int = 200
+    policy: dict = field(default_factory=dict)  # PolicyConfig fields (feature_dim comes from the MDM)
+    init: str = "pretrained"  # "pretrained" (from `pretrained`) or "random"
+    pretrained: str | None = None  # a policy checkpoint made by `upo policy pretrain`
+    reference: str = "confidence"  # confidence | margin | entropy | softmax:TAU | topk:K | none
+    beta: float = 0.01  # regulariser weight [1e-4]; 0 = no regularisation
+    steps: int = 100  # [3500]
+    prompts_per_step: int = 16
+    group_size: int = 8  # G [6]
+    inner_steps: int = 4  # mu: optimiser steps per rollout batch, on cached features [16]
+    clip_eps: float = 0.5  # epsilon of the clipped ratio [0.5]
+    temperature: float = 1.0  # position sampling temperature during rollouts [0.8]
+    reward: str = "cell_acc"  # "cell_acc" (paper's Sudoku reward) or "solved"
+    scale_rewards: bool = False  # divide advantages by the group std
+    step_aggregation: str = "mean"  # "mean" or "sum" of per-step terms within a trajectory
+    lr: float = 3e-4  # [3e-6 for the much larger LLaDA head]
+    warmup_steps: int = 5
+    weight_decay: float = 0.1
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    grad_clip: float = 1.0  # [0.2]
+    chunk_states: int = 256  # states per forward in the update (small chunks stay in cache)
+    seed: int = 0
+    threads: int = 2
+    eval_every: int = 20
+    checkpoint_every: int = 5
+
+    def validate(self) -> None:
+        if self.init not in ("pretrained", "random"):
+            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
+        if self.init == "pretrained" and not self.pretrained:
+            raise ValueError("init 'pretrained' needs `pretrained:` (a policy checkpoint)")
+        if self.reward not in ("cell_acc", "solved"):
+            raise ValueError(f"reward must be 'cell_acc' or 'solved', got {self.reward!r}")
+        if self.step_aggregation not in ("mean", "sum"):
+            raise ValueError("step_aggregation must be 'mean' or 'sum'")
+        if self.group_size < 2:
+            raise ValueError("group_size must be at least 2 (advantages are relative to the group)")
+        if self.beta < 0 or self.temperature <= 0 or not 0 < self.clip_eps < 1:
+            raise ValueError("need beta >= 0, temperature > 0 and 0 < clip_eps < 1")
+        if min(self.steps, self.prompts_per_step, self.inner_steps, self.chunk_states) < 1:
+            raise ValueError("steps, prompts_per_step, inner_steps and chunk_states must be >= 1")
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool) -> torch.Tensor:
+    """A = r - mean over the group of samples of the same prompt (optionally / group std)."""
+    r = rewards.view(-1, group_size)
+    adv = r - r.mean(1, keepdim=True)
+    if scale:
+        adv = adv / (r.std(1, keepdim=True) + 1e-6)
+    return adv.reshape(-1)
+
+
+def per_item_sum(values: torch.Tensor, item: torch.Tensor, n_items: int) -> torch.Tensor:
+    return torch.zeros(n_items, dtype=values.dtype).index_add(0, item, values)
+
+
+def chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield torch.arange(start, min(start + size, n))
+
+
+def action_logprobs(net, states: States, temperature: float, chunk: int) -> torch.Tensor:
+    """log g_phi(a | x) for every recorded state, without gradients."""
+    with torch.no_grad():
+        return torch.cat([
+            net.log_probs(states.take(i).inputs, temperature).gather(1, states.action[i, None]).squeeze(1)
+            for i in chunks(len(states), chunk)
+        ])
+
+
+@dataclass
+class UpdateStats:
+    loss: float = 0.0
+    reg: float = 0.0
+    clip_frac: float = 0.0
+    entropy: float = 0.0
+    agreement: float = 0.0
+    ratio_first: float = 1.0
+
+
+def update(net, opt, states: States, adv: torch.Tensor, ref: Reference, cfg: UPOConfig, sync) -> UpdateStats:
+    """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls)."""
+    n_items = len(adv)
+    steps_per_item = per_item_sum(torch.ones(len(states)), states.item, n_items)
+    old = action_logprobs(net, states, cfg.temperature, cfg.chunk_states)
+    if cfg.step_aggregation == "mean":
+        weight = 1.0 / (steps_per_item[states.item] * n_items)
+    else:
+        weight = torch.full((len(states),), 1.0 / n_items)
+    old_traj = per_item_sum(old, states.item, n_items)
+    ref_traj = per_item_sum(states.ref_logp, states.item, n_items)
+    stats = UpdateStats()
+    for inner in range(cfg.inner_steps):
+        kl_coef = None
+        if ref.regulariser == "kl" and cfg.beta > 0:
+            # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
+            # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient.
+            new_traj = per_item_sum(action_logprobs(net, states, cfg.temperature, cfg.chunk_states), states.item, n_items)
+            w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
+            kl_coef = w * (1 + new_traj - ref_traj) / n_items
+        opt.zero_grad(set_to_none=True)
+        total, clipped, reg_value, ent, agree = 0.0, 0.0, 0.0, 0.0, 0.0
+        for idx in chunks(len(states), cfg.chunk_states):
+            s = states.take(idx)
+            logp_all = net.log_probs(s.inputs, cfg.temperature)
+            new = logp_all.gather(1, s.action[:, None]).squeeze(1)
+            ratio = torch.exp(new - old[idx])
+            a = adv[s.item]
+            surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
+            loss = -(surrogate * weight[idx]).sum()
+            if ref.regulariser == "ce" and cfg.beta > 0:
+                ce = -logp_all.gather(1, s.ref_choice[:, None]).squeeze(1)
+                loss = loss + cfg.beta * (ce * weight[idx]).sum()
+                reg_value += float((ce.detach() * weight[idx]).sum())
+            elif kl_coef is not None:
+                loss = loss + cfg.beta * (kl_coef[s.item] * new).sum()
+            loss.backward()
+            total += float(loss.detach())
+            clipped += float(((ratio - 1).abs() > cfg.clip_eps).float().sum())
+            if inner == 0:
+                p = logp_all.exp()
+                ent += float(-(p * logp_all.masked_fill(~s.inputs.allowed, 0.0)).sum())
+                if ref.policy is not None:
+                    agree += float((logp_all.argmax(1) == s.ref_choice).float().sum())
+                if idx[0] == 0:
+                    stats.ratio_first = float(ratio.max())
+        sync(net)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        if inner == 0:
+            stats.loss = total
+            stats.entropy = ent / len(states)
+            stats.agreement = agree / len(states)
+            if ref.regulariser == "kl":
+                reg_value = float((old_traj - ref_traj).mean())  # KL(g_old || g_ref) estimate
+            stats.reg = reg_value
+        stats.clip_frac += clipped / len(states) / cfg.inner_steps
+    return stats
+
+
+class Distributed:
+    """Prompts split across processes (accelerate launch / torchrun), gradients averaged."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("gloo")
+            self.dist = dist
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sync_grads(self, net) -> None:
+        if self.world == 1:
+            return
+        for p in net.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            self.dist.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        self.dist.all_reduce(t)
+        return float(t) / self.world
+
+    def broadcast_params(self, net) -> None:
+        if self.world > 1:
+            for p in net.parameters():
+                self.dist.broadcast(p.data, 0)
+
+    def checksums(self, net) -> list[float]:
+        """One parameter checksum per process: replicas must stay identical."""
+        local = torch.tensor([sum(float(p.double().sum()) for p in net.parameters())], dtype=torch.float64)
+        if self.world == 1:
+            return [float(local)]
+        gathered = [torch.zeros_like(local) for _ in range(self.world)]
+        self.dist.all_gather(gathered, local)
+        return [float(g) for g in gathered]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.dist.barrier()
+
+
+def load_split(task, path: str, what: str):
+    from ..tasks.sudoku.io import load_puzzles
+
+    if not Path(path).is_file():
+        raise UpoError(f"{path}: {what} file not found (make it with `upo data make`)")
+    data = load_puzzles(path, task.spec)
+    return task.batch(data.puzzles, data.solutions)
+
+
+def build_policy(cfg: UPOConfig, mdm, ref: Reference) -> PolicyNet:
+    if cfg.init == "pretrained":
+        net = load_policy(cfg.pretrained, mdm)
+        if ref.restrict_topk != net.cfg.restrict_topk:
+            net = PolicyNet(PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk}))
+            load_weights(net, Path(cfg.pretrained) / "model.safetensors")
+        return net
+    fields = {**cfg.policy, "feature_dim": mdm.feature_dim, "restrict_topk": ref.restrict_topk}
+    return PolicyNet(from_dict(PolicyConfig, fields, "config: policy"))
+
+
+def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command: str = "",
+              report_to: str | None = None) -> dict:
+    out_dir = Path(out_dir)
+    dist = Distributed()
+    torch.set_num_threads(cfg.threads)
+    task = get_task(cfg.task)
+    mdm = load_mdm(cfg.mdm)
+    ref = make_reference(cfg.reference)
+    torch.manual_seed(cfg.seed)
+    net = build_policy(cfg, mdm, ref)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
+    start = 0
+    if resume:
+        if not (out_dir / "train_state.json").exists():
+            meta = read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
+            if meta.get("complete"):
+                print(f"{out_dir}: training already complete ({meta.get('steps')} steps)")
+                return meta
+            raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
+        saved = dict(read_json(out_dir / "config.json").get("train") or {})
+        saved.pop("threads", None)
+        if saved != {k: v for k, v in to_dict(cfg).items() if k != "threads"}:
+            raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+        load_weights(net, out_dir / "model.safetensors")
+        state, _ = load_train_state(out_dir, opt)
+        start = state["step"]
+    elif (out_dir / "model.safetensors").exists():
+        raise UpoError(f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out")
+    dist.broadcast_params(net)
+
+    train = load_split(task, cfg.train_data, "training data")
+    val = load_split(task, cfg.val_data, "validation data").select(np.arange(cfg.val_n)) if cfg.val_data else None
+    fingerprint = mdm.fingerprint()
+    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0) if dist.main else None
+    writer = None
+    if report_to == "tensorboard" and dist.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UpoError("--report-to tensorboard needs the tensorboard package (pip install tensorboard)") from None
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+    baseline = None
+    if val is not None and dist.main:
+        baseline = evaluate_policy(mdm, task, val, make_rule("confidence")).solve_rate
+    if dist.main:
+        print(f"policy: {net.num_parameters():,} parameters; reference {ref.name} ({ref.regulariser}), "
+              f"beta {cfg.beta}, init {cfg.init}", file=sys.stderr)
+    extra_meta = {"reference": ref.name, "init": cfg.init, "val_confidence_solve_rate": baseline}
+    last_val: dict = {}
+
+    def checkpoint(step: int, complete: bool):
+        if not dist.main:
+            return
+        meta = {"kind": "policy", "task": cfg.task, "command": command, "commit": git_commit(),
+                "steps": step, "complete": complete, "mdm": cfg.mdm, "train_data": cfg.train_data,
+                "validation": last_val, **extra_meta}
+        train_state = {} if complete else {"optimizer": opt, "train_state": {"step": step}}
+        save_policy(out_dir, net, fingerprint, meta, train_config=to_dict(cfg), **train_state)
+
+    sampler = LearnedPolicy(net, mdm.mask_id, temperature=cfg.temperature, greedy=False)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="upo train",
+               file=sys.stderr, disable=not dist.main)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        rng = np.random.default_rng([cfg.seed, step])
+        prompts = rng.choice(len(train), size=cfg.prompts_per_step, replace=False)
+        prompts = prompts[dist.rank :: dist.world]
+        items = np.repeat(prompts, cfg.group_size)
+        batch = train.select(items)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)) + dist.rank)
+        t0 = time.perf_counter()
+        net.eval()
+        traj, states = collect(mdm, torch.from_numpy(batch.tokens), sampler, ref.policy, ref.restrict_topk, gen)
+        t_rollout = time.perf_counter() - t0
+        outputs = traj.tokens.numpy()
+        reward_np = task.cell_acc(batch, outputs) if cfg.reward == "cell_acc" else task.solved(batch, outputs)
+        rewards = torch.from_numpy(reward_np).float()
+        adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
+        net.train()
+        t1 = time.perf_counter()
+        stats = update(net, opt, states, adv, ref, cfg, dist.sync_grads)
+        t_update = time.perf_counter() - t1
+        grouped = rewards.view(-1, cfg.group_size)
+        record = {
+            "step": step + 1,
+            "reward_mean": dist.mean(float(rewards.mean())),
+            "reward_std": dist.mean(float(rewards.std())),
+            "solved_mean": dist.mean(float(task.solved(batch, outputs).mean())),
+            "zero_var_groups": dist.mean(float((grouped.std(1) < 1e-9).float().mean())),
+            "regulariser": dist.mean(stats.reg),
+            "clip_frac": dist.mean(stats.clip_frac),
+            "entropy": dist.mean(stats.entropy),
+            "ref_agreement": dist.mean(stats.agreement),
+            "loss": dist.mean(stats.loss),
+            "first_ratio_max": stats.ratio_first,
+            "states": len(states),
+            "mdm_forwards": int(traj.nfe.sum()),
+            "seconds_rollout": round(t_rollout, 3),
+            "seconds_update": round(t_update, 3),
+            "lr": opt.param_groups[0]["lr"],
+        }
+        done = step + 1
+        if val is not None and dist.main and (done % cfg.eval_every == 0 or done == cfg.steps):
+            net.eval()
+            greedy = LearnedPolicy(net, mdm.mask_id, greedy=True)
+            res = evaluate_policy(mdm, task, val, greedy)
+            last_val = {"val_solve_rate": res.solve_rate, "val_cell_acc": res.cell_acc,
+                        "val_confidence_solve_rate": baseline}
+            record.update(last_val)
+            bar.write(f"step {done}: val solve {res.solve_rate:.3f} (confidence {baseline:.3f})")
+        if dist.main:
+            log.write(record)
+            if writer is not None:
+                for key, value in record.items():
+                    if isinstance(value, int | float) and value is not None:
+                        writer.add_scalar(key, value, done)
+            bar.set_postfix(r=f"{record['reward_mean']:.3f}", solved=f"{record['solved_mean']:.2f}",
+                            agree=f"{record['ref_agreement']:.2f}")
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            checkpoint(done, complete=False)
+        dist.barrier()
+    sums = dist.checksums(net)
+    extra_meta["replica_checksums"] = sums
+    extra_meta["replicas_identical"] = len(set(sums)) == 1
+    checkpoint(cfg.steps, complete=True)
+    dist.barrier()
+    if writer is not None:
+        writer.close()
+    return read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}

@@ -1,0 +1,41 @@
+"""Reference policies for UPO and how each one regularises the learned policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UpoError
+from ..policies.base import Policy
+from ..policies.rules import make_rule
+
+REFERENCE_NAMES = ["confidence", "margin", "entropy", "softmax:TAU", "topk:K", "none"]
+
+
+@dataclass
+class Reference:
+    """A reference rule, the regulariser that keeps the policy near it, and the candidate
+    restriction it implies (Top-K references only let the policy choose among the K most
+    confident positions)."""
+
+    name: str
+    policy: Policy | None
+    regulariser: str  # "ce" (deterministic rules), "kl" (stochastic rules) or "none"
+    restrict_topk: int | None
+
+
+def make_reference(name: str) -> Reference:
+    base, _, arg = name.partition(":")
+    if name == "none":
+        return Reference("none", None, "none", None)
+    if base in ("confidence", "margin", "entropy") and not arg:
+        # One-hot references: KL to them is infinite off their choice, so use cross-entropy.
+        return Reference(name, make_rule(name), "ce", None)
+    if base == "softmax":
+        return Reference(name, make_rule(name), "kl", None)
+    if base in ("topk", "topk-random"):
+        try:
+            k = int(arg) if arg else 5
+        except ValueError:
+            raise UpoError(f"bad reference {name!r}: K must be a whole number") from None
+        return Reference(f"topk:{k}", make_rule(f"topk-random:{k}"), "kl", k)
+    raise UpoError(f"unknown reference {name!r}; valid: {', '.join(REFERENCE_NAMES)}")

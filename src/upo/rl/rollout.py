@@ -1,0 +1,105 @@
+"""Rollouts that record every visited state, so training never has to re-run the MDM.
+
+`collect` decodes a batch with a sampling policy and keeps, per unmasking step and item, the
+policy's inputs (MDM features in bf16, top-8 probabilities, flags, allowed positions), the action,
+its log-probability under the distribution it was sampled from, and the reference policy's view of
+the same state (its greedy choice and its full distribution over positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..decode import Trajectory, unmask
+from ..policies.base import Policy, StepState, top_by_score
+from ..policies.learned import PolicyInputs, inputs_from_state
+
+
+@dataclass
+class States:
+    """N recorded states, flattened over steps and items."""
+
+    inputs: PolicyInputs
+    item: torch.Tensor  # [N] row of the rollout batch the state belongs to
+    step: torch.Tensor  # [N] unmasking step
+    action: torch.Tensor  # [N] chosen position
+    sample_logp: torch.Tensor  # [N] log-prob of the action under the sampling distribution
+    ref_choice: torch.Tensor  # [N] the reference's greedy position (-1 without a reference)
+    ref_logp: torch.Tensor  # [N] log g_ref(action | state) (0 without a reference)
+    ref_dist: torch.Tensor | None  # [N, L] reference log-probs over positions, when kept
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def take(self, idx: torch.Tensor) -> States:
+        inp = self.inputs
+        return States(
+            PolicyInputs(inp.features[idx], inp.top_probs[idx], inp.masked[idx], inp.block[idx], inp.allowed[idx]),
+            self.item[idx],
+            self.step[idx],
+            self.action[idx],
+            self.sample_logp[idx],
+            self.ref_choice[idx],
+            self.ref_logp[idx],
+            None if self.ref_dist is None else self.ref_dist[idx],
+        )
+
+
+def reference_view(reference: Policy | None, state: StepState, allowed: torch.Tensor):
+    """(greedy choice [B], log-probs over positions [B, L]) of the reference at this state."""
+    if reference is None:
+        b, l = allowed.shape
+        return torch.full((b,), -1, dtype=torch.long), torch.zeros(b, l)
+    logp = reference.log_probs(state)
+    if reference.deterministic:
+        choice = top_by_score(reference.greedy_scores(state), state.candidates, 1).float().argmax(1)
+    else:
+        choice = logp.argmax(1)
+    return choice, logp
+
+
+@torch.no_grad()
+def collect(
+    mdm,
+    tokens: torch.Tensor,
+    sampler: Policy,
+    reference: Policy | None,
+    restrict_topk: int | None,
+    generator: torch.Generator | None = None,
+    keep_ref_dist: bool = False,
+) -> tuple[Trajectory, States]:
+    parts: dict[str, list] = {k: [] for k in ("feat", "top", "masked", "block", "allowed", "item", "step", "action", "lp", "rc", "rlp", "rd")}
+
+    def record(rows, state: StepState, choice):
+        inp = inputs_from_state(state, mdm.mask_id, restrict_topk)
+        action = choice.chosen.float().argmax(1)
+        ref_choice, ref_logp = reference_view(reference, state, inp.allowed)
+        parts["feat"].append(inp.features)
+        parts["top"].append(inp.top_probs)
+        parts["masked"].append(inp.masked)
+        parts["block"].append(inp.block)
+        parts["allowed"].append(inp.allowed)
+        parts["item"].append(rows)
+        parts["step"].append(torch.full_like(rows, state.step))
+        parts["action"].append(action)
+        parts["lp"].append(choice.logprob.float())
+        parts["rc"].append(ref_choice)
+        parts["rlp"].append(ref_logp.gather(1, action[:, None]).squeeze(1) if reference is not None else torch.zeros(len(rows)))
+        if keep_ref_dist:
+            parts["rd"].append(ref_logp)
+
+    traj = unmask(mdm, tokens, sampler, k=1, generator=generator, on_step=record)
+    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    states = States(
+        PolicyInputs(cat["feat"], cat["top"], cat["masked"], cat["block"], cat["allowed"]),
+        cat["item"],
+        cat["step"],
+        cat["action"],
+        cat["lp"],
+        cat["rc"],
+        cat["rlp"],
+        cat["rd"],
+    )
+    return traj, states
