@@ -29,7 +29,11 @@ from upo.tasks.sudoku.io import load_puzzles
 class CountingMDM:
     def __init__(self, mdm):
         self.mdm = mdm
-        self.mask_id, self.vocab_size, self.feature_dim = mdm.mask_id, mdm.vocab_size, mdm.feature_dim
+        self.mask_id, self.vocab_size, self.feature_dim = (
+            mdm.mask_id,
+            mdm.vocab_size,
+            mdm.feature_dim,
+        )
         self.seconds, self.rows = 0.0, 0
 
     def forward(self, tokens, attention_mask):
@@ -44,7 +48,9 @@ def batched_step(mdm, net, batch_tokens, task, batch, cfg, ref):
     opt = torch.optim.AdamW(net.parameters(), lr=0.0)  # lr 0: measure cost, keep the policy fixed
     sampler = LearnedPolicy(net, mdm.mask_id, greedy=False)
     t0 = time.perf_counter()
-    traj, states = collect(mdm, batch_tokens, sampler, ref.policy, None, torch.Generator().manual_seed(0))
+    traj, states = collect(
+        mdm, batch_tokens, sampler, ref.policy, None, torch.Generator().manual_seed(0)
+    )
     t_roll = time.perf_counter() - t0
     rewards = torch.from_numpy(task.cell_acc(batch, traj.tokens.numpy())).float()
     adv = group_advantages(rewards, cfg.group_size, False)
@@ -58,11 +64,22 @@ def naive_step(mdm, net, batch_tokens, task, batch, cfg, ref):
     opt = torch.optim.AdamW(net.parameters(), lr=0.0)
     sampler = LearnedPolicy(net, mdm.mask_id, greedy=False)
     t0 = time.perf_counter()
-    trajs = [collect(mdm, batch_tokens[i : i + 1], sampler, ref.policy, None, torch.Generator().manual_seed(i))[0]
-             for i in range(len(batch_tokens))]
+    trajs = [
+        collect(
+            mdm,
+            batch_tokens[i : i + 1],
+            sampler,
+            ref.policy,
+            None,
+            torch.Generator().manual_seed(i),
+        )[0]
+        for i in range(len(batch_tokens))
+    ]
     t_roll = time.perf_counter() - t0
     outputs = torch.cat([t.tokens for t in trajs]).numpy()
-    adv = group_advantages(torch.from_numpy(task.cell_acc(batch, outputs)).float(), cfg.group_size, False)
+    adv = group_advantages(
+        torch.from_numpy(task.cell_acc(batch, outputs)).float(), cfg.group_size, False
+    )
     t1 = time.perf_counter()
     for _ in range(cfg.inner_steps):
         opt.zero_grad()
@@ -107,11 +124,17 @@ def main() -> None:
         t_roll, t_upd, n = fn(mdm, net, tokens, task, batch, cfg, ref)
         total = time.perf_counter() - t
         rows.append((name, total, t_roll, t_upd, n, mdm.rows, mdm.seconds))
-    print(f"{args.prompts} prompts x {args.group_size} samples, {args.inner_steps} inner steps, {args.threads} threads\n")
-    print("| method | step s | rollout s | update s | trajectories/s (rollout) | MDM forwards/s | MDM share of step |")
+    print(
+        f"{args.prompts} prompts x {args.group_size} samples, {args.inner_steps} inner steps, {args.threads} threads\n"
+    )
+    print(
+        "| method | step s | rollout s | update s | trajectories/s (rollout) | MDM forwards/s | MDM share of step |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, total, t_roll, t_upd, n, rows_, mdm_s in rows:
-        print(f"| {name} | {total:.1f} | {t_roll:.1f} | {t_upd:.1f} | {n / t_roll:.2f} | {rows_ / mdm_s:.0f} | {100 * mdm_s / total:.0f}% |")
+        print(
+            f"| {name} | {total:.1f} | {t_roll:.1f} | {t_upd:.1f} | {n / t_roll:.2f} | {rows_ / mdm_s:.0f} | {100 * mdm_s / total:.0f}% |"
+        )
     print(f"\nnaive / batched step time: {rows[1][1] / rows[0][1]:.1f}x")
 
 

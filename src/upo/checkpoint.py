@@ -17,6 +17,10 @@ from safetensors.torch import load_file, save_file
 from .errors import UpoError
 from .io_utils import fresh_tmp_dir, replace_dir, write_json
 
+CHECKPOINT_FILES = frozenset(
+    {"config.json", "model.safetensors", "meta.json", "train_state.safetensors", "train_state.json"}
+)
+
 
 def git_commit() -> str:
     try:
@@ -74,7 +78,7 @@ def save_checkpoint(
             tensors.update(extra_tensors or {})
             save_file(tensors, str(tmp / "train_state.safetensors"))
             write_json(tmp / "train_state.json", {**(train_state or {}), **groups})
-        replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir, owned=CHECKPOINT_FILES)
     except BaseException:
         import shutil
 

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="override the config's torch threads")
     p.set_defaults(func=cmd_mdm_train)
 
-    d = sub.add_parser("demo", help="evaluate every rule and the shipped policy; write demo-report/")
+    d = sub.add_parser(
+        "demo", help="evaluate every rule and the shipped policy; write demo-report/"
+    )
     d.add_argument("--out", default="demo-report")
     d.add_argument("--n", type=int, default=300)
     d.add_argument("--seed", type=int, default=2026)
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"upo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("upo: interrupted; resume with --resume where the command supports it", file=sys.stderr)
+        print(
+            "upo: interrupted; resume with --resume where the command supports it", file=sys.stderr
+        )
         return 130
 
 

@@ -1,5 +1,168 @@
-"""placeholder"""
+"""`upo data make` and `upo data check`: generate and validate puzzle files."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .errors import UpoError
+
+DEFAULT_BLANKS = {"sudoku4": "8-11", "sudoku6": "18-24", "sudoku9": "50-58"}
+# Most blanks a unique puzzle can have (fewest clues known: 4, 8 and 17). Beyond this no puzzle
+# exists, so refuse at once instead of searching until the attempt limit.
+MAX_BLANKS = {"sudoku4": 12, "sudoku6": 28, "sudoku9": 64}
+# Consecutive draws without a new puzzle before `data make` gives up: far more than normal runs
+# need (about 0.3% of 9x9 draws reach 60 blanks), yet it stops an impossible request.
+MAX_ATTEMPTS = 5000
 
 
-def register(sub):
-    pass
+def parse_blanks(text: str, task: str) -> tuple[int, int]:
+    """'50-58' or '55' -> inclusive (lo, hi), checked against what the task allows."""
+    parts = text.strip().split("-")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        lo, hi = int(parts[0]), int(parts[-1])
+    except ValueError:
+        raise UpoError(f"--blanks {text!r}: expected a number or a range like 50-58") from None
+    top = MAX_BLANKS[task]
+    if lo > hi:
+        raise UpoError(f"--blanks {text!r}: the range is empty ({lo} > {hi})")
+    if lo < 1 or hi > top:
+        raise UpoError(f"--blanks {text!r}: {task} puzzles can have 1 to {top} blanks")
+    return lo, hi
+
+
+def parse_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise UpoError(f"--n {text!r}: expected a whole number of puzzles") from None
+    if n < 1:
+        raise UpoError(f"--n {text!r}: must be at least 1")
+    return n
+
+
+def _blank_stats(blanks: np.ndarray) -> str:
+    return f"blanks {blanks.min()}-{blanks.max()}, mean {blanks.mean():.1f}"
+
+
+def cmd_data_make(args) -> int:
+    from tqdm import tqdm
+
+    from .tasks.sudoku.generate import generate_puzzles
+    from .tasks.sudoku.grid import SPECS, decode
+    from .tasks.sudoku.io import load_puzzles, write_jsonl
+
+    spec = SPECS[args.task]
+    n = parse_count(args.n)
+    blanks = parse_blanks(args.blanks or DEFAULT_BLANKS[args.task], args.task)
+    if args.max_attempts < 1:
+        raise UpoError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    exclude: set[str] = set()
+    for path in args.exclude:
+        exclude.update(decode(p) for p in load_puzzles(path, spec).puzzles)
+
+    start = time.perf_counter()
+    puzzles, solutions = [], []
+    with tqdm(total=n, desc=f"data make {args.task}", unit="puzzle", file=sys.stderr) as bar:
+        made = generate_puzzles(
+            spec, n, blanks, args.seed, exclude, progress=bar.update, max_attempts=args.max_attempts
+        )
+        for puzzle, solution in made:
+            puzzles.append(puzzle)
+            solutions.append(solution)
+    try:
+        write_jsonl(args.out, np.stack(puzzles), np.stack(solutions))
+    except OSError as err:
+        raise UpoError(f"{args.out}: cannot write ({err.strerror or err})") from None
+    seconds = time.perf_counter() - start
+    counts = (np.stack(puzzles) == 0).sum(1)
+    print(
+        f"wrote {args.out}: {n} {args.task} puzzles, {_blank_stats(counts)}, {seconds:.1f}s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from tqdm import tqdm
+
+    from .tasks.sudoku.grid import SPECS
+    from .tasks.sudoku.io import load_puzzles
+
+    spec = SPECS[args.task] if args.task else None
+    # Proving uniqueness is a solver call per line: show progress for big files on a terminal
+    # (disable=None), but keep stderr to the one error line when it is captured.
+    bar = tqdm(
+        desc=f"data check {args.file}", unit="line", file=sys.stderr, leave=False, disable=None
+    )
+    with bar:
+        data = load_puzzles(
+            args.file, spec, skip_invalid=args.skip_invalid, check_unique=True, progress=bar.update
+        )
+    line = f"{args.file}: {len(data)} valid puzzles ({_blank_stats(data.blanks)}); {data.spec.name}"
+    if args.skip_invalid:
+        line += f"; {data.skipped} invalid lines skipped"
+        if data.errors:
+            line += f", first: {data.errors[0].removeprefix(f'{args.file}: ')}"
+    print(line)
+    return 0
+
+
+def register(sub) -> None:
+    from .tasks.sudoku.grid import SPECS
+
+    tasks = sorted(SPECS)
+    data = sub.add_parser("data", help="generate and check puzzle files")
+    data_sub = data.add_subparsers(dest="action", required=True)
+
+    p = data_sub.add_parser(
+        "make",
+        help="generate distinct puzzles with unique solutions as JSONL",
+        description="Generate distinct puzzles with unique solutions, deterministic for a seed. "
+        "Puzzles in --exclude files are never emitted: make the test set first and pass it as "
+        "--exclude when making the training set.",
+    )
+    p.add_argument("task", choices=tasks)
+    p.add_argument("--n", required=True, help="number of puzzles")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--blanks",
+        "--difficulty",
+        dest="blanks",
+        help="blanks per puzzle, a range A-B (drawn uniformly) or one number; default "
+        + ", ".join(f"{t} {b}" for t, b in DEFAULT_BLANKS.items())
+        + " (9x9 above 58 blanks is slow: few grids reach it)",
+    )
+    p.add_argument("--out", required=True, help="output JSONL file (replaced atomically)")
+    p.add_argument(
+        "--exclude",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="puzzle files whose puzzles must not be emitted (any format upo reads)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=MAX_ATTEMPTS,
+        help="give up after this many draws in a row without a new puzzle (default %(default)s)",
+    )
+    p.set_defaults(func=cmd_data_make)
+
+    p = data_sub.add_parser(
+        "check",
+        help="validate a puzzle file; names the first bad line and why",
+        description="Validate a puzzle file (JSONL, CSV or plain text), proving every puzzle has "
+        "exactly one solution. Exit 0 when valid, else one error line and exit 2.",
+    )
+    p.add_argument("file")
+    p.add_argument("--task", choices=tasks, help="expected task (default: from the first line)")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="count bad lines instead of failing on them"
+    )
+    p.set_defaults(func=cmd_data_check)

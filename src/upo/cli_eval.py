@@ -59,26 +59,68 @@ def run_eval(args) -> int:
         runs = len(batch) * (args.pass_at if args.pass_at > 1 and not policy.deterministic else 1)
         with tqdm(total=runs, desc=f"eval {policy.name}", file=sys.stderr) as bar:
             n_samples = args.pass_at if not policy.deterministic else 1
-            res = evaluate_policy(mdm, task, batch, policy, args.batch_size, k=args.k, seed=args.seed,
-                                  pass_at=n_samples, progress=bar.update)
+            res = evaluate_policy(
+                mdm,
+                task,
+                batch,
+                policy,
+                args.batch_size,
+                k=args.k,
+                seed=args.seed,
+                pass_at=n_samples,
+                progress=bar.update,
+            )
         results.append(res)
     print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}\n")
     print(markdown_table(results))
+    difficulty = task.difficulty(batch)
+    levels = np.unique(difficulty)
+    if len(levels) > 1:
+        print("\nsolve rate by number of blanks:\n")
+        print("| policy | " + " | ".join(str(int(lv)) for lv in levels) + " |")
+        print("|---|" + "---|" * len(levels))
+        for r in results:
+            print(
+                f"| {r.policy} | "
+                + " | ".join(f"{100 * r.solved[difficulty == lv].mean():.1f}%" for lv in levels)
+                + " |"
+            )
     if args.json:
-        write_json(args.json, {"task": task.name, "n": len(batch), "mdm": args.mdm, "data": args.data,
-                               "k": args.k, "seed": args.seed, "results": [r.summary() for r in results]})
+        summaries = []
+        for r in results:
+            s = r.summary()
+            s["solve_rate_by_blanks"] = {
+                str(int(lv)): round(float(r.solved[difficulty == lv].mean()), 4) for lv in levels
+            }
+            summaries.append(s)
+        write_json(
+            args.json,
+            {
+                "task": task.name,
+                "n": len(batch),
+                "mdm": args.mdm,
+                "data": args.data,
+                "k": args.k,
+                "seed": args.seed,
+                "results": summaries,
+            },
+        )
         print(f"\nwrote {args.json}", file=sys.stderr)
     if args.plot:
         from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_difficulty
 
         out = Path(args.plot)
-        solve_rate_bars(results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out puzzles")
+        solve_rate_bars(
+            results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out puzzles"
+        )
         solve_rate_by_difficulty(results, task.difficulty(batch), out / "solve_rate_by_blanks.png")
         fill_orders(results, args.show_item, task.spec.n, out / "fill_order.png")
         print(f"wrote figures to {out}", file=sys.stderr)
     if args.show_order:
         for r in results:
-            print(f"\nfill order of item {args.show_item} under {r.policy}:\n{order_text(r.order[args.show_item], task.spec.n)}")
+            print(
+                f"\nfill order of item {args.show_item} under {r.policy}:\n{order_text(r.order[args.show_item], task.spec.n)}"
+            )
     return 0
 
 
@@ -87,15 +129,20 @@ def register(sub) -> None:
     p.add_argument("--task", required=True)
     p.add_argument("--mdm", required=True, help="MDM checkpoint directory")
     p.add_argument("--data", required=True, help="puzzles (JSONL, CSV or plain text)")
-    p.add_argument("--policies", default="random,confidence,margin,entropy",
-                   help="comma-separated: random, confidence, margin, entropy, topk-random:K, softmax:TAU, "
-                        "left-to-right, threshold:P, or a policy checkpoint directory")
+    p.add_argument(
+        "--policies",
+        default="random,confidence,margin,entropy",
+        help="comma-separated: random, confidence, margin, entropy, topk-random:K, softmax:TAU, "
+        "left-to-right, threshold:P, or a policy checkpoint directory",
+    )
     p.add_argument("--n", type=int, help="evaluate only the first N items")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--k", type=int, default=1, help="positions revealed per step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--pass-at", type=int, default=1, help="N samples per item for stochastic policies")
+    p.add_argument(
+        "--pass-at", type=int, default=1, help="N samples per item for stochastic policies"
+    )
     p.add_argument("--json", help="write results as JSON")
     p.add_argument("--plot", help="directory for PNG figures")
     p.add_argument("--show-order", action="store_true", help="print the fill order of one item")

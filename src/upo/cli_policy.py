@@ -12,7 +12,9 @@ def cmd_pretrain(args) -> int:
 
     cfg = load_config(PretrainConfig, args.config, {"seed": args.seed, "threads": args.threads})
     meta = pretrain_policy(cfg, args.out, command=_command_line())
-    print(f"wrote {args.out}: held-out agreement with {meta['pretrained_on']} {meta['held_out_agreement']:.3f}")
+    print(
+        f"wrote {args.out}: held-out agreement with {meta['pretrained_on']} {meta['held_out_agreement']:.3f}"
+    )
     return 0
 
 
@@ -21,11 +23,22 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .rl.grpo import UPOConfig, train_upo
 
-    overrides = {"reference": args.reference, "init": args.init, "seed": args.seed,
-                 "steps": args.steps, "threads": args.threads, "beta": args.beta}
+    overrides = {
+        "reference": args.reference,
+        "init": args.init,
+        "seed": args.seed,
+        "steps": args.steps,
+        "threads": args.threads,
+        "beta": args.beta,
+    }
     cfg = load_config(UPOConfig, args.config, overrides)
-    meta = train_upo(cfg, args.out, resume=args.resume, command=_command_line(), report_to=args.report_to)
-    print(f"wrote {args.out}: {meta.get('steps')} steps, validation {meta.get('validation')}", file=sys.stderr)
+    meta = train_upo(
+        cfg, args.out, resume=args.resume, command=_command_line(), report_to=args.report_to
+    )
+    print(
+        f"wrote {args.out}: {meta.get('steps')} steps, validation {meta.get('validation')}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -42,7 +55,9 @@ def register(sub) -> None:
     t = psub.add_parser("train", help="UPO: KL-regularised GRPO against a reference rule")
     t.add_argument("--config", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--reference", help="confidence | margin | entropy | softmax:TAU | topk:K | none")
+    t.add_argument(
+        "--reference", help="confidence | margin | entropy | softmax:TAU | topk:K | none"
+    )
     t.add_argument("--init", choices=["pretrained", "random"])
     t.add_argument("--beta", type=float, help="regulariser weight (0 = none)")
     t.add_argument("--seed", type=int)

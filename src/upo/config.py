@@ -27,6 +27,10 @@ def _check_type(name: str, value, annotation, where: str):
             except UpoError:
                 continue
         raise UpoError(f"{where}: {name} must be {annotation}, got {value!r}")
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UpoError(f"{where}: {name} must be a mapping of settings, got {value!r}")
+        return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise UpoError(f"{where}: {name} must be a list, got {value!r}")
@@ -51,6 +55,10 @@ def from_dict(cls, data: dict, where: str):
     unknown = sorted(set(data) - names)
     if unknown:
         raise UpoError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    for f in dataclasses.fields(cls):
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if no_default and f.name not in data:
+            raise UpoError(f"{where}: missing required key {f.name!r}")
     values = {k: _check_type(k, v, hints[k], where) for k, v in data.items()}
     obj = cls(**values)
     check = getattr(obj, "validate", None)
@@ -70,7 +78,11 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UpoError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return data or {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UpoError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
 
 
 def load_config(cls, path: str | Path, overrides: dict | None = None):

@@ -118,5 +118,7 @@ def unmask(
             on_step(rows, state, choice)
         step += 1
     if not positions:
-        return Trajectory(tokens, order, torch.zeros(b, 0, dtype=torch.long), torch.zeros(b, 0), nfe)
+        return Trajectory(
+            tokens, order, torch.zeros(b, 0, dtype=torch.long), torch.zeros(b, 0), nfe
+        )
     return Trajectory(tokens, order, torch.stack(positions, 1), torch.stack(logprobs, 1), nfe)

@@ -24,7 +24,15 @@ from .tasks.registry import get_task
 from .tasks.sudoku.generate import generate_puzzles
 from .tasks.sudoku.io import load_puzzles, write_jsonl
 
-RULES = ["random", "left-to-right", "confidence", "margin", "entropy", "topk-random:5", "softmax:0.1"]
+RULES = [
+    "random",
+    "left-to-right",
+    "confidence",
+    "margin",
+    "entropy",
+    "topk-random:5",
+    "softmax:0.1",
+]
 
 
 def existing_puzzles(paths: list[Path]) -> set[str]:
@@ -36,9 +44,15 @@ def existing_puzzles(paths: list[Path]) -> set[str]:
     return seen
 
 
-def run_demo(out: str = "demo-report", n: int = 300, blanks: tuple[int, int] = (52, 58), seed: int = 2026,
-             mdm_path: str = "checkpoints/sudoku9-mdm", policy_path: str = "checkpoints/sudoku9-policy",
-             threads: int = 2) -> int:
+def run_demo(
+    out: str = "demo-report",
+    n: int = 300,
+    blanks: tuple[int, int] = (52, 58),
+    seed: int = 2026,
+    mdm_path: str = "checkpoints/sudoku9-mdm",
+    policy_path: str = "checkpoints/sudoku9-policy",
+    threads: int = 2,
+) -> int:
     torch.set_num_threads(threads)
     out_dir = Path(out)
     task = get_task("sudoku9")
@@ -49,7 +63,9 @@ def run_demo(out: str = "demo-report", n: int = 300, blanks: tuple[int, int] = (
     # Never evaluate on a puzzle the policy trained on: exclude every puzzle file under data/.
     exclude = existing_puzzles(sorted(Path("data").glob("sudoku9-*.jsonl")))
     with tqdm(total=n, desc="make held-out puzzles", file=sys.stderr) as bar:
-        pairs = list(generate_puzzles(task.spec, n, blanks, seed, exclude=exclude, progress=bar.update))
+        pairs = list(
+            generate_puzzles(task.spec, n, blanks, seed, exclude=exclude, progress=bar.update)
+        )
     puzzles, solutions = np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs])
     write_jsonl(out_dir / "heldout.jsonl", puzzles, solutions)
     batch = task.batch(puzzles, solutions)
@@ -58,7 +74,9 @@ def run_demo(out: str = "demo-report", n: int = 300, blanks: tuple[int, int] = (
     for name in names:
         policy = resolve_policy(name, mdm)
         with tqdm(total=n, desc=f"eval {policy.name}", file=sys.stderr) as bar:
-            results.append(evaluate_policy(mdm, task, batch, policy, batch_size=256, progress=bar.update))
+            results.append(
+                evaluate_policy(mdm, task, batch, policy, batch_size=256, progress=bar.update)
+            )
     table = markdown_table(results)
     print(f"\n9x9 Sudoku, {n} fresh held-out puzzles with {blanks[0]}-{blanks[1]} blanks\n")
     print(table)
@@ -70,9 +88,20 @@ def run_demo(out: str = "demo-report", n: int = 300, blanks: tuple[int, int] = (
     differs = np.flatnonzero(shown[-1].solved != conf.solved)
     item = int(differs[0]) if len(differs) else 0
     fill_orders(shown, item, task.spec.n, out_dir / "fill_order.png")
-    orders = "\n\n".join(f"{r.policy}:\n```\n{order_text(r.order[item], task.spec.n)}\n```" for r in shown)
-    write_json(out_dir / "results.json", {"task": task.name, "n": n, "mdm": mdm_path, "blanks": list(blanks),
-                                           "seed": seed, "results": [r.summary() for r in results]})
+    orders = "\n\n".join(
+        f"{r.policy}:\n```\n{order_text(r.order[item], task.spec.n)}\n```" for r in shown
+    )
+    write_json(
+        out_dir / "results.json",
+        {
+            "task": task.name,
+            "n": n,
+            "mdm": mdm_path,
+            "blanks": list(blanks),
+            "seed": seed,
+            "results": [r.summary() for r in results],
+        },
+    )
     report = f"""# upo demo report
 
 9x9 Sudoku, {n} fresh held-out puzzles ({blanks[0]}-{blanks[1]} blanks, seed {seed}, unique solutions),
@@ -93,5 +122,8 @@ Fill order of puzzle {item} (step at which each cell was revealed; `.` = given):
 ![fill order](fill_order.png)
 """
     atomic_write_text(out_dir / "report.md", report)
-    print(f"\nwrote {out_dir}/report.md and figures in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(
+        f"\nwrote {out_dir}/report.md and figures in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
     return 0

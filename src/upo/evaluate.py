@@ -54,8 +54,16 @@ class PolicyResult:
         return out
 
 
-def decode_in_batches(mdm, batch: Batch, policy: Policy, batch_size: int, k: int = 1, seed: int = 0,
-                      token_temperature: float = 0.0, progress=None):
+def decode_in_batches(
+    mdm,
+    batch: Batch,
+    policy: Policy,
+    batch_size: int,
+    k: int = 1,
+    seed: int = 0,
+    token_temperature: float = 0.0,
+    progress=None,
+):
     """Decode every item, `batch_size` at a time. Returns (outputs, order, nfe) as numpy arrays."""
     gen = torch.Generator().manual_seed(seed)
     outs, orders, nfes = [], [], []
@@ -85,15 +93,29 @@ def pass_at_curve(solved: np.ndarray) -> list[float]:
     curve = []
     for k in range(1, s + 1):
         # 1 - C(s - c, k) / C(s, k), per item
-        vals = [1.0 if s - ci < k else 1.0 - math.comb(s - ci, k) / math.comb(s, k) for ci in c.astype(int)]
+        vals = [
+            1.0 if s - ci < k else 1.0 - math.comb(s - ci, k) / math.comb(s, k)
+            for ci in c.astype(int)
+        ]
         curve.append(float(np.mean(vals)))
     return curve
 
 
-def evaluate_policy(mdm, task, batch: Batch, policy: Policy, batch_size: int = 256, k: int = 1,
-                    seed: int = 0, pass_at: int = 1, progress=None) -> PolicyResult:
+def evaluate_policy(
+    mdm,
+    task,
+    batch: Batch,
+    policy: Policy,
+    batch_size: int = 256,
+    k: int = 1,
+    seed: int = 0,
+    pass_at: int = 1,
+    progress=None,
+) -> PolicyResult:
     start = time.perf_counter()
-    outputs, order, nfe = decode_in_batches(mdm, batch, policy, batch_size, k, seed, progress=progress)
+    outputs, order, nfe = decode_in_batches(
+        mdm, batch, policy, batch_size, k, seed, progress=progress
+    )
     seconds = time.perf_counter() - start
     solved = task.solved(batch, outputs)
     cell = task.cell_acc(batch, outputs)
@@ -101,7 +123,9 @@ def evaluate_policy(mdm, task, batch: Batch, policy: Policy, batch_size: int = 2
     if pass_at > 1:
         samples = [solved]
         for extra in range(1, pass_at):
-            o, _, _ = decode_in_batches(mdm, batch, policy, batch_size, k, seed + extra, progress=progress)
+            o, _, _ = decode_in_batches(
+                mdm, batch, policy, batch_size, k, seed + extra, progress=progress
+            )
             samples.append(task.solved(batch, o))
         curve = pass_at_curve(np.stack(samples, 1))
     n = len(batch)
@@ -122,13 +146,17 @@ def evaluate_policy(mdm, task, batch: Batch, policy: Policy, batch_size: int = 2
 
 def markdown_table(results: list[PolicyResult]) -> str:
     has_pass = any(r.pass_at for r in results)
-    head = "| policy | solve rate | 95% CI | cell acc | NFE | items/s |" + (" pass@N |" if has_pass else "")
+    head = "| policy | solve rate | 95% CI | cell acc | NFE | items/s |" + (
+        " pass@N |" if has_pass else ""
+    )
     sep = "|---|---|---|---|---|---|" + ("---|" if has_pass else "")
     rows = [head, sep]
     for r in results:
         lo, hi = r.solve_ci95
-        row = (f"| {r.policy} | {100 * r.solve_rate:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | "
-               f"{100 * r.cell_acc:.1f}% | {r.nfe:.1f} | {r.items_per_s:.1f} |")
+        row = (
+            f"| {r.policy} | {100 * r.solve_rate:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | "
+            f"{100 * r.cell_acc:.1f}% | {r.nfe:.1f} | {r.items_per_s:.1f} |"
+        )
         if has_pass:
             row += f" {100 * r.pass_at[-1]:.1f}% |" if r.pass_at else " |"
         rows.append(row)

@@ -28,7 +28,7 @@ def write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+def replace_dir(tmp_dir: Path, final_dir: Path, owned: frozenset[str] = frozenset()) -> None:
     """Swap a fully written temporary directory into place.
 
     The old directory is renamed aside first, so at every instant either the old or the new
@@ -39,6 +39,12 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     if old.exists():
         shutil.rmtree(old)
     if final_dir.exists():
+        # Files the checkpoint does not write itself (metrics.jsonl, tensorboard/) move over to
+        # the new directory, one atomic rename each, so a run's logs survive every checkpoint.
+        # Names in `owned` belong to the checkpoint: an old one the new one lacks is dropped.
+        for entry in final_dir.iterdir():
+            if entry.name not in owned and not (tmp_dir / entry.name).exists():
+                os.replace(entry, tmp_dir / entry.name)
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
     if old.exists():

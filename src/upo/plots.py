@@ -34,8 +34,9 @@ def solve_rate_bars(results: list[PolicyResult], path: Path, title: str = "") ->
     return _save(fig, path)
 
 
-def solve_rate_by_difficulty(results: list[PolicyResult], difficulty: np.ndarray, path: Path,
-                             label: str = "blanks") -> Path:
+def solve_rate_by_difficulty(
+    results: list[PolicyResult], difficulty: np.ndarray, path: Path, label: str = "blanks"
+) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     levels = np.unique(difficulty)
     for r in results:
@@ -77,7 +78,9 @@ def order_text(order: np.ndarray, side: int) -> str:
     """Terminal rendering of a fill order: step numbers, '.' for givens."""
     grid = order.reshape(side, side)
     width = len(str(int(grid.max()))) if grid.max() >= 0 else 1
-    return "\n".join(" ".join("." * width if v < 0 else str(int(v)).rjust(width) for v in row) for row in grid)
+    return "\n".join(
+        " ".join("." * width if v < 0 else str(int(v)).rjust(width) for v in row) for row in grid
+    )
 
 
 def ema(values, alpha: float = 0.1) -> np.ndarray:
@@ -88,7 +91,9 @@ def ema(values, alpha: float = 0.1) -> np.ndarray:
     return np.array(out)
 
 
-def reward_curves(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str = "reward (EMA)") -> Path:
+def reward_curves(
+    curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str = "reward (EMA)"
+) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, pts in curves.items():
         if pts:

@@ -117,7 +117,12 @@ class TinyMDM(nn.Module):
         l = tokens.shape[1]
         x = self.tok(tokens) + self.pos.weight[:l]
         if self.cfg.grid_box is not None:
-            x = x + self.row(self.row_idx[:l]) + self.col(self.col_idx[:l]) + self.box(self.box_idx[:l])
+            x = (
+                x
+                + self.row(self.row_idx[:l])
+                + self.col(self.col_idx[:l])
+                + self.box(self.box_idx[:l])
+            )
         return x
 
     def forward(self, tokens, attention_mask=None):
@@ -125,7 +130,9 @@ class TinyMDM(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         attention_mask = attention_mask.bool()
-        with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with torch.autocast(
+            device_type=tokens.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16
+        ):
             x = self.embed(tokens)
             for block in self.blocks[:-1]:
                 x = block(x, attention_mask)

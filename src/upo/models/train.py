@@ -96,7 +96,9 @@ def validation_puzzles(task, cfg: MDMTrainConfig):
 
     out = {}
     for blanks in cfg.val_blanks:
-        pairs = list(generate_puzzles(task.spec, cfg.val_puzzles, (blanks, blanks), seed=10_000 + blanks))
+        pairs = list(
+            generate_puzzles(task.spec, cfg.val_puzzles, (blanks, blanks), seed=10_000 + blanks)
+        )
         out[blanks] = task.batch(np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs]))
     return out
 
@@ -118,13 +120,17 @@ def validate(model, task, val_grids, val_puzzles) -> dict:
     return metrics
 
 
-def train_mdm(cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, command: str = "") -> dict:
+def train_mdm(
+    cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
+) -> dict:
     out_dir = Path(out_dir)
     task = get_task(cfg.task)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, task)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     start, elapsed = 0, 0.0
     if resume:
@@ -134,26 +140,40 @@ def train_mdm(cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, co
                 print(f"{out_dir}: training already complete ({meta.get('steps')} steps)")
                 return meta
         if not (out_dir / "train_state.json").exists():
-            raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
+            raise UpoError(
+                f"{out_dir}: nothing to resume (no train_state.json); run without --resume"
+            )
         saved_cfg = dict(read_json(out_dir / "config.json").get("train") or {})
         # Thread count changes speed, not the run: it may differ on resume.
         saved_cfg.pop("threads", None)
         if saved_cfg != {k: v for k, v in to_dict(cfg).items() if k != "threads"}:
-            raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+            raise UpoError(
+                f"{out_dir}: --resume with a different config than the run was started with"
+            )
         load_weights(model, out_dir / "model.safetensors")
         state, extra = load_train_state(out_dir, opt)
         gen.set_state(extra["rng.torch"])
         start, elapsed = state["step"], state["elapsed"]
     elif (out_dir / "model.safetensors").exists():
-        raise UpoError(f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out")
+        raise UpoError(
+            f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out"
+        )
 
     stream = task.stream(cfg.seed)
     val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
     val_puzzles = validation_puzzles(task, cfg)
     log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
     n_params = model.num_parameters()
-    print(f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {start}->{cfg.steps}", file=sys.stderr)
-    config_json = {"kind": "tiny", "task": cfg.task, "model": to_dict(model.cfg), "train": to_dict(cfg)}
+    print(
+        f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {start}->{cfg.steps}",
+        file=sys.stderr,
+    )
+    config_json = {
+        "kind": "tiny",
+        "task": cfg.task,
+        "model": to_dict(model.cfg),
+        "train": to_dict(cfg),
+    }
     last_val: dict = {}
 
     def checkpoint(step: int, complete: bool):
@@ -183,7 +203,9 @@ def train_mdm(cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, co
             )
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="mdm train", file=sys.stderr)
+    bar = tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, desc="mdm train", file=sys.stderr
+    )
     window_t, window_n = time.time(), 0
     for step in bar:
         t0 = time.time()
@@ -202,8 +224,13 @@ def train_mdm(cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, co
         if done % cfg.log_every == 0 or done == cfg.steps:
             rate = window_n / max(1e-9, time.time() - window_t)
             window_t, window_n = time.time(), 0
-            record = {"step": done, "loss": round(loss.item(), 5), "lr": lr_at(cfg, step),
-                      "grad_norm": round(float(grad_norm), 4), "seq_per_s": round(rate, 1)}
+            record = {
+                "step": done,
+                "loss": round(loss.item(), 5),
+                "lr": lr_at(cfg, step),
+                "grad_norm": round(float(grad_norm), 4),
+                "seq_per_s": round(rate, 1),
+            }
             bar.set_postfix(loss=f"{loss.item():.4f}", seq_s=f"{rate:.0f}")
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 last_val = validate(model, task, val_grids, val_puzzles)

@@ -80,7 +80,7 @@ def sample_without_replacement(
     chosen = torch.zeros_like(allowed)
     for j in range(min(k, logp.shape[1])):
         idx = order[:, j : j + 1]
-        live = (j < n_allowed)  # rows that still have something to draw
+        live = j < n_allowed  # rows that still have something to draw
         step_logp = masked_log_softmax(logp, remaining).gather(1, idx).squeeze(1)
         total = total + torch.where(live, step_logp, torch.zeros_like(step_logp))
         pick = torch.zeros_like(allowed).scatter_(1, idx, True) & live[:, None]

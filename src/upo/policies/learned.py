@@ -138,7 +138,14 @@ class LearnedPolicy(Policy):
     temperature for rollouts, in which case the reported log-probs are of that tempered
     distribution, the one actually sampled from."""
 
-    def __init__(self, net: PolicyNet, mask_id: int, temperature: float = 1.0, greedy: bool = True, name: str = "learned"):
+    def __init__(
+        self,
+        net: PolicyNet,
+        mask_id: int,
+        temperature: float = 1.0,
+        greedy: bool = True,
+        name: str = "learned",
+    ):
         self.net = net
         self.mask_id = mask_id
         self.temperature = temperature
@@ -158,12 +165,20 @@ class LearnedPolicy(Policy):
         return self.net.log_probs(self.inputs(state), self.temperature)
 
 
-def save_policy(out_dir, net: PolicyNet, mdm_fingerprint: str, meta: dict, train_config: dict | None = None,
-                **train_state) -> None:
+def save_policy(
+    out_dir,
+    net: PolicyNet,
+    mdm_fingerprint: str,
+    meta: dict,
+    train_config: dict | None = None,
+    **train_state,
+) -> None:
     config = {"kind": "policy", "policy": to_dict(net.cfg), "mdm_fingerprint": mdm_fingerprint}
     if train_config is not None:
         config["train"] = train_config  # the run's settings, for --resume checks and provenance
-    save_checkpoint(out_dir, net, config, {**meta, "mdm_fingerprint": mdm_fingerprint}, **train_state)
+    save_checkpoint(
+        out_dir, net, config, {**meta, "mdm_fingerprint": mdm_fingerprint}, **train_state
+    )
 
 
 def is_policy_checkpoint(path) -> bool:
@@ -183,11 +198,15 @@ def load_policy(path, mdm=None) -> PolicyNet:
         raise UpoError(f"{path}: policy checkpoint directory not found")
     cfg_json = read_json(path / "config.json")
     if cfg_json.get("kind") != "policy":
-        raise UpoError(f"{path}: not a policy checkpoint (config.json kind is {cfg_json.get('kind')!r})")
+        raise UpoError(
+            f"{path}: not a policy checkpoint (config.json kind is {cfg_json.get('kind')!r})"
+        )
     cfg = from_dict(PolicyConfig, cfg_json.get("policy", {}), f"{path / 'config.json'}: policy")
     if mdm is not None:
         if cfg.feature_dim != mdm.feature_dim:
-            raise UpoError(f"{path}: policy expects MDM features of width {cfg.feature_dim}, this MDM has {mdm.feature_dim}")
+            raise UpoError(
+                f"{path}: policy expects MDM features of width {cfg.feature_dim}, this MDM has {mdm.feature_dim}"
+            )
         want, have = cfg_json.get("mdm_fingerprint"), mdm.fingerprint()
         if want != have:
             raise UpoError(f"{path}: policy was trained on MDM {want}, not on this MDM ({have})")

@@ -22,4 +22,6 @@ def resolve_policy(name: str, mdm) -> Policy:
         looks_like_path = "/" in name or name.startswith(".")
         if looks_like_path:
             raise UpoError(f"{name}: policy checkpoint directory not found") from None
-        raise UpoError(f"{err}; valid: {', '.join(RULE_NAMES)} or a policy checkpoint directory") from None
+        raise UpoError(
+            f"{err}; valid: {', '.join(RULE_NAMES)} or a policy checkpoint directory"
+        ) from None

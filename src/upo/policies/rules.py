@@ -59,7 +59,9 @@ class RandomOrder(Policy):
     name = "random"
 
     def log_probs(self, state):
-        return masked_log_softmax(torch.zeros_like(state.candidates, dtype=torch.float32), state.candidates)
+        return masked_log_softmax(
+            torch.zeros_like(state.candidates, dtype=torch.float32), state.candidates
+        )
 
 
 class SoftmaxConfidence(Policy):
@@ -130,7 +132,8 @@ RULE_NAMES = [
 
 
 def make_rule(name: str) -> Policy:
-    """A hand rule by its CLI name; ValueError listing the valid names otherwise."""
+    """A hand rule by its CLI name; ValueError naming the bad input otherwise (the CLI adds the
+    list of valid names, see policies/resolve.py)."""
     base, _, arg = name.partition(":")
     try:
         if base == "random" and not arg:

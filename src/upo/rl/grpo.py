@@ -44,7 +44,9 @@ class UPOConfig:
     train_data: str = "data/sudoku9-train.jsonl"
     val_data: str | None = None  # held-out puzzles for periodic evaluation (never the test set)
     val_n: int = 200
-    policy: dict = field(default_factory=dict)  # PolicyConfig fields (feature_dim comes from the MDM)
+    policy: dict = field(
+        default_factory=dict
+    )  # PolicyConfig fields (feature_dim comes from the MDM)
     init: str = "pretrained"  # "pretrained" (from `pretrained`) or "random"
     pretrained: str | None = None  # a policy checkpoint made by `upo policy pretrain`
     reference: str = "confidence"  # confidence | margin | entropy | softmax:TAU | topk:K | none
@@ -107,10 +109,14 @@ def chunks(n: int, size: int):
 def action_logprobs(net, states: States, temperature: float, chunk: int) -> torch.Tensor:
     """log g_phi(a | x) for every recorded state, without gradients."""
     with torch.no_grad():
-        return torch.cat([
-            net.log_probs(states.take(i).inputs, temperature).gather(1, states.action[i, None]).squeeze(1)
-            for i in chunks(len(states), chunk)
-        ])
+        return torch.cat(
+            [
+                net.log_probs(states.take(i).inputs, temperature)
+                .gather(1, states.action[i, None])
+                .squeeze(1)
+                for i in chunks(len(states), chunk)
+            ]
+        )
 
 
 @dataclass
@@ -123,7 +129,9 @@ class UpdateStats:
     ratio_first: float = 1.0
 
 
-def update(net, opt, states: States, adv: torch.Tensor, ref: Reference, cfg: UPOConfig, sync) -> UpdateStats:
+def update(
+    net, opt, states: States, adv: torch.Tensor, ref: Reference, cfg: UPOConfig, sync
+) -> UpdateStats:
     """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls)."""
     n_items = len(adv)
     steps_per_item = per_item_sum(torch.ones(len(states)), states.item, n_items)
@@ -140,7 +148,11 @@ def update(net, opt, states: States, adv: torch.Tensor, ref: Reference, cfg: UPO
         if ref.regulariser == "kl" and cfg.beta > 0:
             # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
             # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient.
-            new_traj = per_item_sum(action_logprobs(net, states, cfg.temperature, cfg.chunk_states), states.item, n_items)
+            new_traj = per_item_sum(
+                action_logprobs(net, states, cfg.temperature, cfg.chunk_states),
+                states.item,
+                n_items,
+            )
             w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
             kl_coef = w * (1 + new_traj - ref_traj) / n_items
         opt.zero_grad(set_to_none=True)
@@ -223,7 +235,9 @@ class Distributed:
 
     def checksums(self, net) -> list[float]:
         """One parameter checksum per process: replicas must stay identical."""
-        local = torch.tensor([sum(float(p.double().sum()) for p in net.parameters())], dtype=torch.float64)
+        local = torch.tensor(
+            [sum(float(p.double().sum()) for p in net.parameters())], dtype=torch.float64
+        )
         if self.world == 1:
             return [float(local)]
         gathered = [torch.zeros_like(local) for _ in range(self.world)]
@@ -248,15 +262,22 @@ def build_policy(cfg: UPOConfig, mdm, ref: Reference) -> PolicyNet:
     if cfg.init == "pretrained":
         net = load_policy(cfg.pretrained, mdm)
         if ref.restrict_topk != net.cfg.restrict_topk:
-            net = PolicyNet(PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk}))
+            net = PolicyNet(
+                PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk})
+            )
             load_weights(net, Path(cfg.pretrained) / "model.safetensors")
         return net
     fields = {**cfg.policy, "feature_dim": mdm.feature_dim, "restrict_topk": ref.restrict_topk}
     return PolicyNet(from_dict(PolicyConfig, fields, "config: policy"))
 
 
-def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command: str = "",
-              report_to: str | None = None) -> dict:
+def train_upo(
+    cfg: UPOConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    command: str = "",
+    report_to: str | None = None,
+) -> dict:
     out_dir = Path(out_dir)
     dist = Distributed()
     torch.set_num_threads(cfg.threads)
@@ -266,7 +287,9 @@ def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command
     torch.manual_seed(cfg.seed)
     net = build_policy(cfg, mdm, ref)
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas)
+    )
     start = 0
     if resume:
         if not (out_dir / "train_state.json").exists():
@@ -274,50 +297,84 @@ def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command
             if meta.get("complete"):
                 print(f"{out_dir}: training already complete ({meta.get('steps')} steps)")
                 return meta
-            raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
+            raise UpoError(
+                f"{out_dir}: nothing to resume (no train_state.json); run without --resume"
+            )
         saved = dict(read_json(out_dir / "config.json").get("train") or {})
         saved.pop("threads", None)
         if saved != {k: v for k, v in to_dict(cfg).items() if k != "threads"}:
-            raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+            raise UpoError(
+                f"{out_dir}: --resume with a different config than the run was started with"
+            )
         load_weights(net, out_dir / "model.safetensors")
         state, _ = load_train_state(out_dir, opt)
         start = state["step"]
     elif (out_dir / "model.safetensors").exists():
-        raise UpoError(f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out")
+        raise UpoError(
+            f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out"
+        )
     dist.broadcast_params(net)
 
     train = load_split(task, cfg.train_data, "training data")
-    val = load_split(task, cfg.val_data, "validation data").select(np.arange(cfg.val_n)) if cfg.val_data else None
+    val = (
+        load_split(task, cfg.val_data, "validation data").select(np.arange(cfg.val_n))
+        if cfg.val_data
+        else None
+    )
     fingerprint = mdm.fingerprint()
-    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0) if dist.main else None
+    log = (
+        JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
+        if dist.main
+        else None
+    )
     writer = None
     if report_to == "tensorboard" and dist.main:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UpoError("--report-to tensorboard needs the tensorboard package (pip install tensorboard)") from None
+            raise UpoError(
+                "--report-to tensorboard needs the tensorboard package (pip install tensorboard)"
+            ) from None
         writer = SummaryWriter(str(out_dir / "tensorboard"))
     baseline = None
     if val is not None and dist.main:
         baseline = evaluate_policy(mdm, task, val, make_rule("confidence")).solve_rate
     if dist.main:
-        print(f"policy: {net.num_parameters():,} parameters; reference {ref.name} ({ref.regulariser}), "
-              f"beta {cfg.beta}, init {cfg.init}", file=sys.stderr)
+        print(
+            f"policy: {net.num_parameters():,} parameters; reference {ref.name} ({ref.regulariser}), "
+            f"beta {cfg.beta}, init {cfg.init}",
+            file=sys.stderr,
+        )
     extra_meta = {"reference": ref.name, "init": cfg.init, "val_confidence_solve_rate": baseline}
     last_val: dict = {}
 
     def checkpoint(step: int, complete: bool):
         if not dist.main:
             return
-        meta = {"kind": "policy", "task": cfg.task, "command": command, "commit": git_commit(),
-                "steps": step, "complete": complete, "mdm": cfg.mdm, "train_data": cfg.train_data,
-                "validation": last_val, **extra_meta}
+        meta = {
+            "kind": "policy",
+            "task": cfg.task,
+            "command": command,
+            "commit": git_commit(),
+            "steps": step,
+            "complete": complete,
+            "mdm": cfg.mdm,
+            "train_data": cfg.train_data,
+            "validation": last_val,
+            **extra_meta,
+        }
         train_state = {} if complete else {"optimizer": opt, "train_state": {"step": step}}
         save_policy(out_dir, net, fingerprint, meta, train_config=to_dict(cfg), **train_state)
 
     sampler = LearnedPolicy(net, mdm.mask_id, temperature=cfg.temperature, greedy=False)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="upo train",
-               file=sys.stderr, disable=not dist.main)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="upo train",
+        file=sys.stderr,
+        disable=not dist.main,
+    )
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -329,10 +386,16 @@ def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)) + dist.rank)
         t0 = time.perf_counter()
         net.eval()
-        traj, states = collect(mdm, torch.from_numpy(batch.tokens), sampler, ref.policy, ref.restrict_topk, gen)
+        traj, states = collect(
+            mdm, torch.from_numpy(batch.tokens), sampler, ref.policy, ref.restrict_topk, gen
+        )
         t_rollout = time.perf_counter() - t0
         outputs = traj.tokens.numpy()
-        reward_np = task.cell_acc(batch, outputs) if cfg.reward == "cell_acc" else task.solved(batch, outputs)
+        reward_np = (
+            task.cell_acc(batch, outputs)
+            if cfg.reward == "cell_acc"
+            else task.solved(batch, outputs)
+        )
         rewards = torch.from_numpy(reward_np).float()
         adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
         net.train()
@@ -363,8 +426,11 @@ def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command
             net.eval()
             greedy = LearnedPolicy(net, mdm.mask_id, greedy=True)
             res = evaluate_policy(mdm, task, val, greedy)
-            last_val = {"val_solve_rate": res.solve_rate, "val_cell_acc": res.cell_acc,
-                        "val_confidence_solve_rate": baseline}
+            last_val = {
+                "val_solve_rate": res.solve_rate,
+                "val_cell_acc": res.cell_acc,
+                "val_confidence_solve_rate": baseline,
+            }
             record.update(last_val)
             bar.write(f"step {done}: val solve {res.solve_rate:.3f} (confidence {baseline:.3f})")
         if dist.main:
@@ -373,8 +439,11 @@ def train_upo(cfg: UPOConfig, out_dir: str | Path, resume: bool = False, command
                 for key, value in record.items():
                     if isinstance(value, int | float) and value is not None:
                         writer.add_scalar(key, value, done)
-            bar.set_postfix(r=f"{record['reward_mean']:.3f}", solved=f"{record['solved_mean']:.2f}",
-                            agree=f"{record['ref_agreement']:.2f}")
+            bar.set_postfix(
+                r=f"{record['reward_mean']:.3f}",
+                solved=f"{record['solved_mean']:.2f}",
+                agree=f"{record['ref_agreement']:.2f}",
+            )
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             checkpoint(done, complete=False)
         dist.barrier()

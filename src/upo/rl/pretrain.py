@@ -55,7 +55,15 @@ def visit_states(mdm, tokens: np.ndarray, decode_rule, reference, seed: int) -> 
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for idx in chunks(len(tokens), 128):
-        _, states = collect(mdm, torch.from_numpy(tokens[idx.numpy()]), decode_rule, reference, None, gen, keep_ref_dist=True)
+        _, states = collect(
+            mdm,
+            torch.from_numpy(tokens[idx.numpy()]),
+            decode_rule,
+            reference,
+            None,
+            gen,
+            keep_ref_dist=True,
+        )
         parts.append(states)
     return concat_states(parts)
 
@@ -67,9 +75,19 @@ def concat_states(parts: list[States]) -> States:
         return torch.cat([get(p) for p in parts])
 
     return States(
-        PolicyInputs(*(cat(lambda p, f=f: getattr(p.inputs, f)) for f in ("features", "top_probs", "masked", "block", "allowed"))),
-        cat(lambda p: p.item), cat(lambda p: p.step), cat(lambda p: p.action), cat(lambda p: p.sample_logp),
-        cat(lambda p: p.ref_choice), cat(lambda p: p.ref_logp), cat(lambda p: p.ref_dist),
+        PolicyInputs(
+            *(
+                cat(lambda p, f=f: getattr(p.inputs, f))
+                for f in ("features", "top_probs", "masked", "block", "allowed")
+            )
+        ),
+        cat(lambda p: p.item),
+        cat(lambda p: p.step),
+        cat(lambda p: p.action),
+        cat(lambda p: p.sample_logp),
+        cat(lambda p: p.ref_choice),
+        cat(lambda p: p.ref_logp),
+        cat(lambda p: p.ref_dist),
     )
 
 
@@ -101,7 +119,9 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     mdm = load_mdm(cfg.mdm)
     data = load_split(task, cfg.train_data, "training data")
     if len(data) < cfg.n_puzzles + cfg.held_out:
-        raise UpoError(f"{cfg.train_data}: has {len(data)} puzzles, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}")
+        raise UpoError(
+            f"{cfg.train_data}: has {len(data)} puzzles, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}"
+        )
     try:
         reference = make_rule(cfg.reference)
         decode_rule = make_rule(cfg.decode_with or cfg.reference)
@@ -109,11 +129,22 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         raise UpoError(str(err)) from None
     t0 = time.perf_counter()
     train_states = visit_states(mdm, data.tokens[: cfg.n_puzzles], decode_rule, reference, cfg.seed)
-    held_states = visit_states(mdm, data.tokens[cfg.n_puzzles : cfg.n_puzzles + cfg.held_out], decode_rule, reference, cfg.seed + 1)
+    held_states = visit_states(
+        mdm,
+        data.tokens[cfg.n_puzzles : cfg.n_puzzles + cfg.held_out],
+        decode_rule,
+        reference,
+        cfg.seed + 1,
+    )
     t_collect = time.perf_counter() - t0
-    net = PolicyNet(from_dict(PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy"))
-    print(f"policy: {net.num_parameters():,} parameters; {len(train_states)} training states, "
-          f"{len(held_states)} held-out states ({t_collect:.0f}s to collect)", file=sys.stderr)
+    net = PolicyNet(
+        from_dict(PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy")
+    )
+    print(
+        f"policy: {net.num_parameters():,} parameters; {len(train_states)} training states, "
+        f"{len(held_states)} held-out states ({t_collect:.0f}s to collect)",
+        file=sys.stderr,
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     log = JsonlLog(out_dir.parent / f"{out_dir.name}.metrics.jsonl", truncate_after_step=0)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -138,12 +169,32 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
             bar.set_postfix(loss=f"{loss.item():.3f}")
         net.eval()
         agree, ce = agreement(net, held_states)
-        log.write({"step": step, "epoch": epoch + 1, "train_loss": loss.item(), "held_out_agreement": agree, "held_out_ce": ce})
-        bar.write(f"epoch {epoch + 1}: held-out top-1 agreement with {cfg.reference} {agree:.3f}, CE {ce:.3f}")
+        log.write(
+            {
+                "step": step,
+                "epoch": epoch + 1,
+                "train_loss": loss.item(),
+                "held_out_agreement": agree,
+                "held_out_ce": ce,
+            }
+        )
+        bar.write(
+            f"epoch {epoch + 1}: held-out top-1 agreement with {cfg.reference} {agree:.3f}, CE {ce:.3f}"
+        )
     bar.close()
-    meta = {"kind": "policy", "task": cfg.task, "command": command, "commit": git_commit(),
-            "pretrained_on": cfg.reference, "train_data": cfg.train_data, "mdm": cfg.mdm,
-            "states": len(train_states), "held_out_agreement": agree, "held_out_ce": ce,
-            "seconds": round(time.perf_counter() - t0, 1), "complete": True}
+    meta = {
+        "kind": "policy",
+        "task": cfg.task,
+        "command": command,
+        "commit": git_commit(),
+        "pretrained_on": cfg.reference,
+        "train_data": cfg.train_data,
+        "mdm": cfg.mdm,
+        "states": len(train_states),
+        "held_out_agreement": agree,
+        "held_out_ce": ce,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "complete": True,
+    }
     save_policy(out_dir, net, mdm.fingerprint(), meta, train_config=to_dict(cfg))
     return meta

@@ -36,7 +36,13 @@ class States:
     def take(self, idx: torch.Tensor) -> States:
         inp = self.inputs
         return States(
-            PolicyInputs(inp.features[idx], inp.top_probs[idx], inp.masked[idx], inp.block[idx], inp.allowed[idx]),
+            PolicyInputs(
+                inp.features[idx],
+                inp.top_probs[idx],
+                inp.masked[idx],
+                inp.block[idx],
+                inp.allowed[idx],
+            ),
             self.item[idx],
             self.step[idx],
             self.action[idx],
@@ -70,7 +76,23 @@ def collect(
     generator: torch.Generator | None = None,
     keep_ref_dist: bool = False,
 ) -> tuple[Trajectory, States]:
-    parts: dict[str, list] = {k: [] for k in ("feat", "top", "masked", "block", "allowed", "item", "step", "action", "lp", "rc", "rlp", "rd")}
+    parts: dict[str, list] = {
+        k: []
+        for k in (
+            "feat",
+            "top",
+            "masked",
+            "block",
+            "allowed",
+            "item",
+            "step",
+            "action",
+            "lp",
+            "rc",
+            "rlp",
+            "rd",
+        )
+    }
 
     def record(rows, state: StepState, choice):
         inp = inputs_from_state(state, mdm.mask_id, restrict_topk)
@@ -86,7 +108,11 @@ def collect(
         parts["action"].append(action)
         parts["lp"].append(choice.logprob.float())
         parts["rc"].append(ref_choice)
-        parts["rlp"].append(ref_logp.gather(1, action[:, None]).squeeze(1) if reference is not None else torch.zeros(len(rows)))
+        parts["rlp"].append(
+            ref_logp.gather(1, action[:, None]).squeeze(1)
+            if reference is not None
+            else torch.zeros(len(rows))
+        )
         if keep_ref_dist:
             parts["rd"].append(ref_logp)
 

@@ -2,4 +2,13 @@
 
 from .grid import MASK, SPECS, SudokuSpec, cell_acc_batch, decode, encode, render, solved_batch
 
-__all__ = ["MASK", "SPECS", "SudokuSpec", "cell_acc_batch", "decode", "encode", "render", "solved_batch"]
+__all__ = [
+    "MASK",
+    "SPECS",
+    "SudokuSpec",
+    "cell_acc_batch",
+    "decode",
+    "encode",
+    "render",
+    "solved_batch",
+]

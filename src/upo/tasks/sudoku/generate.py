@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import UpoError
 from .grid import MASK, SudokuSpec
 from .solver import _tables, has_other_solution, solve
 
@@ -33,11 +34,11 @@ def transform_grids(spec: SudokuSpec, grids: np.ndarray, rng: np.random.Generato
     # Bands are groups of r rows (there are c of them); stacks are groups of c columns (r of them).
     band_order = _random_perms(rng, b, 1, c)[:, 0]  # [B, c]
     row_within = _random_perms(rng, b, c, r)  # [B, c, r]
-    rows = (band_order[:, :, None] * r + np.take_along_axis(row_within, band_order[:, :, None], 1))
+    rows = band_order[:, :, None] * r + np.take_along_axis(row_within, band_order[:, :, None], 1)
     rows = rows.reshape(b, n)
     stack_order = _random_perms(rng, b, 1, r)[:, 0]
     col_within = _random_perms(rng, b, r, c)
-    cols = (stack_order[:, :, None] * c + np.take_along_axis(col_within, stack_order[:, :, None], 1))
+    cols = stack_order[:, :, None] * c + np.take_along_axis(col_within, stack_order[:, :, None], 1)
     cols = cols.reshape(b, n)
     g = np.take_along_axis(g, rows[:, :, None].repeat(n, 2), axis=1)
     g = np.take_along_axis(g, cols[:, None, :].repeat(n, 1), axis=2)
@@ -125,12 +126,18 @@ def generate_puzzles(
     seed: int,
     exclude: set[str] = frozenset(),
     progress=None,
+    max_attempts: int | None = None,
 ):
     """Yield `count` distinct (puzzle, solution) token pairs with unique solutions.
 
     Deterministic for a seed. The number of blanks of each puzzle is drawn uniformly from the
     inclusive range `blanks`. Puzzles whose string is in `exclude` (e.g. a test file) are skipped,
     which is how train and test files are kept disjoint.
+
+    `max_attempts` bounds the consecutive draws that give no new puzzle (a duplicate, an excluded
+    puzzle, or a grid that cannot reach the blank count). Small Sudokus have only a few thousand
+    distinct puzzles, so without a bound asking for more would loop forever; when it is reached,
+    UpoError says how many distinct puzzles were found. None means no bound.
     """
     lo, hi = blanks
     if not 1 <= lo <= hi <= spec.cells - 1:
@@ -139,7 +146,16 @@ def generate_puzzles(
     pool = base_pool(spec, 16, rng)
     seen = set(exclude)
     made = 0
+    misses = 0  # consecutive draws without a new puzzle
     while made < count:
+        if max_attempts is not None and misses >= max_attempts:
+            raise UpoError(
+                f"gave up after {misses} consecutive draws without a new puzzle: found only "
+                f"{made} distinct {spec.name} puzzles with {lo}-{hi} blanks"
+                + (f" not in the {len(exclude)} excluded ones" if exclude else "")
+                + f", {count} were asked for"
+            )
+        misses += 1
         solution = sample_grids(spec, 1, rng, pool)[0]
         target = int(rng.integers(lo, hi + 1))
         puzzle = make_puzzle(spec, solution, target, rng)
@@ -150,6 +166,7 @@ def generate_puzzles(
             continue
         seen.add(key)
         made += 1
+        misses = 0
         if progress is not None:
             progress(1)
         yield puzzle, solution

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 from .grid import SudokuSpec
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables(spec: SudokuSpec):
     peers = spec.peers
     units = [tuple(u) for u in spec.units.tolist()]

@@ -1,0 +1,156 @@
+"""`upo data make` / `upo data check` driven the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from upo.cli import main
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, *fragments: str) -> None:
+    """Exit-2 failures print exactly one line: no traceback, no usage dump."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("upo: error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def puzzles_of(path) -> list[str]:
+    return [json.loads(line)["puzzle"] for line in path.read_text().splitlines()]
+
+
+def test_make_then_check(tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    code, _, err = run(capsys, "data", "make", "sudoku9", "--n", 6, "--seed", 1, "--out", out)
+    assert code == 0
+    assert "wrote" in err and "6 sudoku9 puzzles" in err and "blanks 5" in err  # default 50-58
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and all(50 <= r["blanks"] <= 58 for r in rows)
+    assert all(r["blanks"] == r["puzzle"].count("0") for r in rows)
+    code, stdout, _ = run(capsys, "data", "check", out, "--task", "sudoku9")
+    assert code == 0
+    assert stdout.startswith(f"{out}: 6 valid puzzles (blanks ") and "; sudoku9" in stdout
+
+
+def test_make_is_deterministic_for_a_seed(tmp_path, capsys):
+    paths = [tmp_path / f"{k}.jsonl" for k in "abc"]
+    for path, seed in zip(paths, (4, 4, 5)):
+        args = ("data", "make", "sudoku6", "--n", 20, "--seed", seed, "--out", path)
+        assert run(capsys, *args)[0] == 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].read_bytes() != paths[2].read_bytes()
+
+
+def test_exclude_keeps_train_and_test_disjoint(tmp_path, capsys):
+    test, train, plain = (tmp_path / f"{k}.jsonl" for k in ("test", "train", "plain"))
+    common = ("--seed", 1, "--blanks", "6-9")
+    assert run(capsys, "data", "make", "sudoku4", "--n", 30, *common, "--out", test)[0] == 0
+    assert run(capsys, "data", "make", "sudoku4", "--n", 200, *common, "--out", plain)[0] == 0
+    args = ("data", "make", "sudoku4", "--n", 200, *common, "--out", train, "--exclude", test)
+    assert run(capsys, *args)[0] == 0
+    # The same seed replays the same stream, so without --exclude the test set leaks in...
+    assert set(puzzles_of(test)) <= set(puzzles_of(plain))
+    # ...and with it, never.
+    train_puzzles = puzzles_of(train)
+    assert len(set(train_puzzles)) == 200 and not set(train_puzzles) & set(puzzles_of(test))
+
+
+def test_single_blank_count_and_difficulty_alias(tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    code, _, err = run(
+        capsys, "data", "make", "sudoku4", "--n", 5, "--difficulty", 10, "--out", out
+    )
+    assert code == 0 and "blanks 10-10, mean 10.0" in err
+    assert all(p.count("0") == 10 for p in puzzles_of(out))
+
+
+def test_make_overwrites_atomically(tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    out.write_text("old\n")
+    assert run(capsys, "data", "make", "sudoku4", "--n", 3, "--out", out)[0] == 0
+    assert len(puzzles_of(out)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (("--n", "0"), ["--n '0'", "at least 1"]),
+        (("--n", "ten"), ["--n 'ten'", "whole number"]),
+        (("--n", "3", "--blanks", "a-b"), ["--blanks 'a-b'", "range like 50-58"]),
+        (("--n", "3", "--blanks", "1-2-3"), ["--blanks '1-2-3'"]),
+        (("--n", "3", "--blanks", "9-5"), ["range is empty"]),
+        (("--n", "3", "--blanks", "0-5"), ["1 to 12 blanks"]),
+        (("--n", "3", "--blanks", "13"), ["sudoku4 puzzles can have 1 to 12 blanks"]),
+        (("--n", "3", "--max-attempts", "0"), ["--max-attempts"]),
+    ],
+)
+def test_make_bad_arguments(tmp_path, capsys, extra, fragments):
+    out = tmp_path / "p.jsonl"
+    code, _, err = run(capsys, "data", "make", "sudoku4", *extra, "--out", out)
+    assert code == 2
+    assert_one_error_line(err, *fragments)
+    assert not out.exists()
+
+
+def test_make_bad_exclude_file(tmp_path, capsys):
+    nine = tmp_path / "nine.jsonl"
+    assert run(capsys, "data", "make", "sudoku9", "--n", 1, "--blanks", 40, "--out", nine)[0] == 0
+    args = ("data", "make", "sudoku4", "--n", 3, "--out", tmp_path / "p.jsonl", "--exclude")
+    code, _, err = run(capsys, *args, nine)
+    assert code == 2
+    assert_one_error_line(err, str(nine), "line 1", "81 characters, expected 16")
+    code, _, err = run(capsys, *args, tmp_path / "missing.jsonl")
+    assert code == 2
+    assert_one_error_line(err, "missing.jsonl: no such file")
+
+
+def test_make_gives_up_when_puzzles_run_out(tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    args = ("data", "make", "sudoku4", "--n", 10_000, "--blanks", 1, "--max-attempts", 20)
+    code, _, err = run(capsys, *args, "--out", out)
+    assert code == 2
+    # The progress bar shares stderr; the error is the last line.
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("upo: error: gave up after 20 consecutive draws")
+    assert "distinct sudoku4 puzzles with 1-1 blanks" in last and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_check_reports_first_bad_line(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"puzzle": "1000002000300004", "solution": "1243342141322314"})
+    bad = json.dumps({"puzzle": "1001002000300004", "solution": "1243342141322314"})
+    path.write_text(f"{good}\n\n{bad}\n{{broken\n")
+    code, out, err = run(capsys, "data", "check", path, "--task", "sudoku4")
+    assert code == 2 and out == ""
+    assert_one_error_line(err, f"{path}: line 3:", "digit 1 appears more than once in row 1")
+
+    code, out, _ = run(capsys, "data", "check", path, "--skip-invalid")
+    assert code == 0
+    assert out.startswith(f"{path}: 1 valid puzzles (blanks 12-12, mean 12.0); sudoku4")
+    assert "2 invalid lines skipped, first: line 3:" in out
+
+
+def test_check_uniqueness_wrong_task_and_missing_file(tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("1" + "0" * 15 + "\n")
+    code, _, err = run(capsys, "data", "check", path)
+    assert code == 2
+    assert_one_error_line(err, "line 1: puzzle has more than one solution")
+    path.write_text("1000002000300004\n")
+    code, _, err = run(capsys, "data", "check", path, "--task", "sudoku9")
+    assert code == 2
+    assert_one_error_line(err, "line 1: puzzle has 16 characters, expected 81")
+    code, _, err = run(capsys, "data", "check", tmp_path / "nope.csv")
+    assert code == 2
+    assert_one_error_line(err, "nope.csv: no such file")

@@ -1,0 +1,439 @@
+"""Behaviour of the UPO update: trajectory log-probs, the clipped ratio, both regularisers, a tiny
+end-to-end run on a task with one right order, and replica consistency across processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from toy_denoiser import ChainDenoiser
+from upo.decode import unmask
+from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
+from upo.policies.rules import make_rule
+from upo.rl.grpo import (
+    Distributed,
+    UPOConfig,
+    action_logprobs,
+    group_advantages,
+    per_item_sum,
+    update,
+)
+from upo.rl.references import make_reference
+from upo.rl.rollout import collect
+
+ALL_REFERENCES = ["confidence", "margin", "entropy", "softmax:0.5", "topk:3", "none"]
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def make_net(
+    feature_dim: int, seed: int = 0, restrict_topk: int | None = None, spread: float = 1.0
+):
+    """A small random policy; `spread` scales the score layer so the distribution is far from
+    uniform (the default init gives nearly flat scores)."""
+    torch.manual_seed(seed)
+    cfg = PolicyConfig(
+        feature_dim=feature_dim, width=16, n_heads=2, mlp_hidden=16, restrict_topk=restrict_topk
+    )
+    net = PolicyNet(cfg)
+    with torch.no_grad():
+        net.mlp[-1].weight.mul_(spread)
+    return net
+
+
+def make_cfg(reference: str = "none", **kw) -> UPOConfig:
+    base = dict(init="random", reference=reference, beta=0.0, group_size=2, inner_steps=2)
+    base.update(kw)
+    cfg = UPOConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def no_sync(net) -> None:
+    pass
+
+
+def rollout(mdm, tokens, net, temperature=1.0, reference="none", seed=0, keep_ref_dist=False):
+    ref = make_reference(reference)
+    sampler = LearnedPolicy(net, mdm.mask_id, temperature=temperature, greedy=False)
+    traj, states = collect(
+        mdm, tokens, sampler, ref.policy, ref.restrict_topk, seeded(seed), keep_ref_dist
+    )
+    return ref, traj, states
+
+
+def gathered(logp: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return logp.gather(1, index[:, None]).squeeze(1)
+
+
+def flat_grads(net) -> torch.Tensor:
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+# --- 1. trajectory log-probability --------------------------------------------------------------
+
+
+def test_trajectory_logprob_is_sum_of_step_logprobs(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    tokens = puzzles.repeat(3, 1)
+    net = make_net(mdm4.feature_dim, spread=8.0)
+    temperature = 0.6
+    _, traj, states = rollout(mdm4, tokens, net, temperature=temperature)
+    n = len(tokens)
+    blanks = (tokens == mdm4.mask_id).sum(1)
+
+    # every blank of every item is one recorded state, and the actions are the trajectory's
+    assert torch.equal(per_item_sum(torch.ones(len(states)), states.item, n), blanks.float())
+    assert torch.equal(traj.positions[states.item, states.step], states.action)
+
+    with torch.no_grad():
+        step_logp = gathered(net.log_probs(states.inputs, temperature), states.action)
+        at_one = gathered(net.log_probs(states.inputs, 1.0), states.action)
+    recomputed = per_item_sum(step_logp, states.item, n)
+    assert torch.allclose(recomputed, traj.logprob, atol=1e-3)
+    assert torch.allclose(step_logp, states.sample_logp, atol=1e-4)
+    assert torch.allclose(per_item_sum(states.sample_logp, states.item, n), traj.logprob, atol=1e-4)
+    # the temperature is part of the log-prob: the untempered policy gives something else
+    assert (per_item_sum(at_one, states.item, n) - traj.logprob).abs().max() > 0.1
+    # g_old as the update computes it (chunked) is the sampling distribution's log-prob
+    old = action_logprobs(net, states, temperature, chunk=7)
+    assert torch.allclose(old, states.sample_logp, atol=1e-4)
+
+
+# --- 2. the ratio at the first inner step --------------------------------------------------------
+
+
+def test_ratio_is_one_at_first_inner_step(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    tokens = puzzles[:4].repeat_interleave(2, 0)
+    temperature = 0.7
+    net = make_net(mdm4.feature_dim, spread=4.0)
+    _, _, states = rollout(mdm4, tokens, net, temperature=temperature)
+    cfg = make_cfg(temperature=temperature, inner_steps=2, chunk_states=5)
+    adv = group_advantages(torch.rand(len(tokens), generator=seeded(1)), 2, False)
+
+    calls = []
+    original = net.log_probs
+
+    def spy(inp, temp=1.0):
+        out = original(inp, temp)
+        calls.append((torch.is_grad_enabled(), temp, out.detach().clone()))
+        return out
+
+    net.log_probs = spy
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    stats = update(net, opt, states, adv, make_reference("none"), cfg, no_sync)
+    assert stats.ratio_first == 1.0
+
+    assert all(temp == temperature for _, temp, _ in calls)
+    n_chunks = math.ceil(len(states) / cfg.chunk_states)
+    assert len(calls) == n_chunks * (1 + cfg.inner_steps)
+    assert [g for g, _, _ in calls] == [False] * n_chunks + [True] * (2 * n_chunks)
+    per_call = [c[2] for c in calls]
+    old = gathered(torch.cat(per_call[:n_chunks]), states.action)
+    first = gathered(torch.cat(per_call[n_chunks : 2 * n_chunks]), states.action)
+    second = gathered(torch.cat(per_call[2 * n_chunks :]), states.action)
+    assert torch.equal(torch.exp(first - old), torch.ones(len(states)))
+    assert torch.allclose(old, states.sample_logp, atol=1e-4)
+    # after one optimiser step the ratio has moved away from 1
+    assert (torch.exp(second - old) - 1).abs().max() > 1e-3
+
+
+# --- 3. the cross-entropy regulariser -------------------------------------------------------------
+
+
+def test_ce_regulariser_pushes_towards_reference_choice(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    tokens = puzzles.repeat_interleave(2, 0)
+    net = make_net(mdm4.feature_dim, spread=4.0)
+    ref, _, states = rollout(mdm4, tokens, net, reference="confidence")
+    assert states.inputs.allowed.gather(1, states.ref_choice[:, None]).all()
+    with torch.no_grad():
+        before = gathered(net.log_probs(states.inputs), states.ref_choice)
+
+    cfg = make_cfg("confidence", beta=1.0, inner_steps=1, grad_clip=1e9)
+    adv = torch.zeros(len(tokens))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    stats = update(net, opt, states, adv, ref, cfg, no_sync)
+    with torch.no_grad():
+        after = gathered(net.log_probs(states.inputs), states.ref_choice)
+    assert after.mean() > before.mean() + 1e-3
+    assert (after > before).float().mean() > 0.7
+
+    # the reported regulariser is the CE to the reference, averaged over steps, then items
+    n = len(tokens)
+    steps = per_item_sum(torch.ones(len(states)), states.item, n)
+    expected = float((per_item_sum(-before, states.item, n) / steps).mean())
+    assert stats.reg == pytest.approx(expected, rel=1e-3)
+    # with no advantage, the loss is the regulariser alone
+    assert stats.loss == pytest.approx(cfg.beta * expected, rel=1e-3)
+
+
+def test_without_advantage_or_regulariser_nothing_moves(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    tokens = puzzles[:2].repeat_interleave(2, 0)
+    net = make_net(mdm4.feature_dim, spread=4.0)
+    ref, _, states = rollout(mdm4, tokens, net, reference="confidence")
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    update(net, opt, states, torch.zeros(len(tokens)), ref, make_cfg("confidence"), no_sync)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+# --- 4. the KL estimator -------------------------------------------------------------------------
+
+
+def test_kl_estimator_is_zero_mean_when_policy_is_the_topk_reference(mdm4, puzzles4):
+    k = 3
+    puzzles, _ = puzzles4
+    tokens = puzzles.repeat(32, 1)  # 256 trajectories
+    net = make_net(mdm4.feature_dim, restrict_topk=k)
+    with torch.no_grad():  # constant scores: uniform over the K most confident candidates
+        net.mlp[-1].weight.zero_()
+        net.mlp[-1].bias.zero_()
+    ref, _, states = rollout(mdm4, tokens, net, reference=f"topk:{k}", seed=3)
+    assert ref.regulariser == "kl" and ref.restrict_topk == k
+    assert torch.allclose(states.sample_logp, states.ref_logp)
+
+    captured = []
+    cfg = make_cfg(f"topk:{k}", beta=1.0, inner_steps=1, group_size=8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+
+    def capture(m) -> None:
+        captured.append(flat_grads(m))
+
+    stats = update(net, opt, states, torch.zeros(len(tokens)), ref, cfg, capture)
+    assert stats.reg == 0.0  # KL(g_old || g_ref) estimate: log g(tau) - log g_ref(tau) is 0
+    mean_grad = captured[0]
+
+    # a single trajectory's score-function gradient, for scale
+    singles = []
+    for item in range(8):
+        net.zero_grad()
+        s = states.take((states.item == item).nonzero().squeeze(1))
+        gathered(net.log_probs(s.inputs), s.action).sum().backward()
+        singles.append(float(flat_grads(net).norm()))
+    single = sum(singles) / len(singles)
+    assert single > 1e-3
+    # averaged over 256 trajectories: ~1/sqrt(256) of one, if the estimator is zero-mean
+    assert float(mean_grad.norm()) < 0.2 * single
+
+
+def test_kl_regulariser_moves_policy_towards_softmax_reference(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    tokens = puzzles.repeat(8, 1)
+    net = make_net(mdm4.feature_dim, spread=8.0)
+    ref = make_reference("softmax:0.2")
+    sampler = LearnedPolicy(net, mdm4.mask_id, greedy=False)
+    gen = seeded(0)
+    cfg = make_cfg(ref.name, beta=1.0, inner_steps=2, group_size=8)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
+
+    def state_kl() -> float:
+        """Exact mean KL(g || g_ref) over the states of a fresh rollout."""
+        _, st = collect(mdm4, tokens, sampler, ref.policy, None, gen, keep_ref_dist=True)
+        with torch.no_grad():
+            logp = net.log_probs(st.inputs)
+        diff = (logp - st.ref_dist).masked_fill(~st.inputs.allowed, 0.0)
+        return float((logp.exp() * diff).sum(1).mean())
+
+    before = state_kl()
+    regs = []
+    for _ in range(3):
+        _, states = collect(mdm4, tokens, sampler, ref.policy, None, gen)
+        regs.append(update(net, opt, states, torch.zeros(len(tokens)), ref, cfg, no_sync).reg)
+    after = state_kl()
+    assert regs[0] > 0  # the trajectory KL estimate of a policy unlike the reference
+    assert after < 0.6 * before
+
+
+# --- 5. end to end ------------------------------------------------------------------------------
+
+
+def test_toy_chain_denoiser_rewards_left_to_right():
+    """The toy task itself: left-to-right is perfect, max-confidence is lured, random is between."""
+    mdm = ChainDenoiser(seq_len=6)
+    tokens = mdm.all_masked(64)
+
+    def reward(rule):
+        traj = unmask(mdm, tokens, make_rule(rule), generator=seeded(0))
+        return float(mdm.reward(traj.tokens).mean())
+
+    assert reward("left-to-right") == 1.0
+    assert reward("confidence") <= 0.5
+    assert 0.45 < reward("random") < 0.7
+
+
+def test_upo_raises_reward_on_toy_task():
+    torch.manual_seed(0)
+    mdm = ChainDenoiser(seq_len=6)
+    group, prompts = 8, 4
+    net = PolicyNet(PolicyConfig(feature_dim=mdm.feature_dim, width=16, n_heads=2, mlp_hidden=32))
+    cfg = make_cfg("none", group_size=group, inner_steps=2, temperature=1.0, lr=2e-3)
+    ref = make_reference(cfg.reference)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sampler = LearnedPolicy(net, mdm.mask_id, temperature=1.0, greedy=False)
+    gen = seeded(0)
+
+    def sampled_reward() -> float:
+        traj, _ = collect(mdm, mdm.all_masked(256), sampler, None, None, gen)
+        return float(mdm.reward(traj.tokens).mean())
+
+    start = time.perf_counter()
+    initial = sampled_reward()
+    for _ in range(60):
+        traj, states = collect(mdm, mdm.all_masked(group * prompts), sampler, None, None, gen)
+        adv = group_advantages(mdm.reward(traj.tokens), group, False)
+        stats = update(net, opt, states, adv, ref, cfg, no_sync)
+        assert math.isfinite(stats.loss)
+    final = sampled_reward()
+    greedy = LearnedPolicy(net, mdm.mask_id, greedy=True)
+    greedy_reward = float(mdm.reward(unmask(mdm, mdm.all_masked(1), greedy).tokens).mean())
+    assert initial < 0.65
+    assert final > 0.9
+    assert greedy_reward > 0.9  # 5/6 is the trap: one wrong position
+    assert time.perf_counter() - start < 20
+
+
+# --- 6. every reference kind, with and without regularisation -----------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+@pytest.mark.parametrize("reference", ALL_REFERENCES)
+def test_update_runs_with_every_reference(mdm4, puzzles4, reference, beta):
+    puzzles, _ = puzzles4
+    tokens = puzzles[:3].repeat_interleave(2, 0)
+    ref = make_reference(reference)
+    net = make_net(mdm4.feature_dim, restrict_topk=ref.restrict_topk, spread=4.0)
+    _, _, states = rollout(mdm4, tokens, net, reference=reference)
+    cfg = make_cfg(reference, beta=beta)
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.2, 0.7, 0.5, 0.5]), 2, False)
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    stats = update(net, opt, states, adv, ref, cfg, no_sync)
+    values = dataclasses.asdict(stats)
+    assert all(math.isfinite(v) for v in values.values()), values
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    if beta == 0.0 or ref.regulariser == "none":
+        # ratio 1 and group-centred advantages: the first step's surrogate loss is zero
+        assert stats.loss == pytest.approx(0.0, abs=1e-6)
+    elif ref.regulariser == "ce":
+        assert stats.loss == pytest.approx(beta * stats.reg, rel=1e-3)
+
+
+def test_group_advantages():
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.2, 0.4])
+    adv = group_advantages(rewards, 2, False)
+    assert torch.allclose(adv, torch.tensor([0.5, -0.5, 0.0, 0.0, -0.1, 0.1]))
+    scaled = group_advantages(rewards, 2, True)
+    assert torch.allclose(scaled[:2], torch.tensor([0.5, -0.5]) / math.sqrt(0.5), rtol=1e-4)
+    assert torch.equal(scaled[2:4], torch.zeros(2))  # no variance, no signal (and no NaN)
+
+
+def test_single_process_distributed_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    dist = Distributed()
+    assert dist.main and dist.world == 1
+    net = make_net(8)
+    assert dist.checksums(net) == [sum(float(p.double().sum()) for p in net.parameters())]
+    assert dist.mean(0.25) == 0.25
+
+
+# --- 8. two processes ----------------------------------------------------------------------------
+
+
+def write_sudoku4_setup(root: Path) -> Path:
+    from upo.checkpoint import save_checkpoint
+    from upo.models.tiny import TinyConfig, TinyMDM
+    from upo.tasks.sudoku.generate import generate_puzzles
+    from upo.tasks.sudoku.grid import SPECS
+
+    cfg = TinyConfig(
+        vocab_size=5, mask_id=0, seq_len=16, d_model=32, n_layers=2, n_heads=2, grid_box=[2, 2]
+    )
+    torch.manual_seed(0)
+    model = TinyMDM(cfg)
+    mdm_dir = root / "mdm"
+    save_checkpoint(
+        mdm_dir,
+        model,
+        {"kind": "tiny", "task": "sudoku4", "model": dataclasses.asdict(cfg)},
+        {"kind": "mdm"},
+    )
+    rows = [
+        {"puzzle": "".join(map(str, p)), "solution": "".join(map(str, s))}
+        for p, s in generate_puzzles(SPECS["sudoku4"], 12, (6, 9), seed=0)
+    ]
+    train = root / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {
+        "task": "sudoku4",
+        "mdm": str(mdm_dir),
+        "train_data": str(train),
+        "val_data": None,
+        "policy": {"width": 16, "n_heads": 2, "mlp_hidden": 16},
+        "init": "random",
+        "reference": "confidence",
+        "beta": 0.01,
+        "steps": 2,
+        "prompts_per_step": 4,
+        "group_size": 2,
+        "inner_steps": 2,
+        "threads": 1,
+        "checkpoint_every": 1,
+        "warmup_steps": 1,
+    }
+    path = root / "upo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def free_port() -> int:
+    """A free local port, so concurrent runs do not collide on torchrun's default 29500."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_training_keeps_replicas_identical(tmp_path):
+    config = write_sudoku4_setup(tmp_path)
+    out = tmp_path / "policy"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    # `--multi_gpu` is accelerate's torchrun launcher, which runs fine on CPU (train_upo uses gloo).
+    # `--cpu --num_processes 2` would silently start ONE process: accelerate's CPU launcher only
+    # starts several through mpirun (--mpirun_hostfile).
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()),
+        "-m", "upo.cli", "policy", "train", "--config", str(config), "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["complete"] and meta["steps"] == 2
+    sums = meta["replica_checksums"]
+    assert len(sums) == 2
+    assert sums[0] == sums[1]
+    assert meta["replicas_identical"] is True
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]

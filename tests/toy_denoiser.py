@@ -1,0 +1,57 @@
+"""A toy frozen MDM on which exactly one unmasking order is right, and confidence misleads.
+
+The answer is a fixed sequence of `n_symbols` symbols (tokens 1..n_symbols, mask 0). The
+prediction at position i is right only when position i-1 is already revealed (or i == 0);
+otherwise the model confidently predicts a wrong symbol. So left-to-right decoding gets every
+position right, while max-confidence decoding is lured to positions whose predecessor is still
+masked. Features identify the position (one-hot) and carry the mask flag, so a policy can learn a
+position order from them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+READY_LOGIT = 1.0  # the right symbol, modestly preferred (confidence ~0.58 with 3 symbols)
+LURE_LOGIT = 4.0  # a wrong symbol, strongly preferred (confidence ~0.96 with 3 symbols)
+
+
+class ChainDenoiser:
+    """Implements the Denoiser protocol (mask_id, vocab_size, feature_dim, forward, fingerprint)."""
+
+    def __init__(self, seq_len: int = 6, n_symbols: int = 3):
+        self.seq_len = seq_len
+        self.n_symbols = n_symbols
+        self.mask_id = 0
+        self.vocab_size = n_symbols + 1
+        self.feature_dim = seq_len + 1
+        self.target = torch.arange(seq_len) % n_symbols + 1  # 1, 2, 3, 1, 2, 3, ...
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        b, l = tokens.shape
+        masked = tokens == self.mask_id
+        ready = torch.ones_like(masked)
+        ready[:, 1:] = ~masked[:, :-1]
+        right = self.target[:l].expand(b, l)
+        wrong = right % self.n_symbols + 1
+        v = self.vocab_size
+        one_hot_right = torch.nn.functional.one_hot(right, v).float()
+        one_hot_wrong = torch.nn.functional.one_hot(wrong, v).float()
+        logits = (
+            one_hot_right * (READY_LOGIT * ready.float())[..., None]
+            + one_hot_wrong * (LURE_LOGIT * (~ready).float())[..., None]
+        )
+        logits[..., self.mask_id] = float("-inf")
+        position = torch.eye(l).expand(b, l, l)
+        features = torch.cat([position, masked.float()[..., None]], dim=-1)
+        return logits, features
+
+    def fingerprint(self) -> str:
+        return f"chain-{self.seq_len}-{self.n_symbols}"
+
+    def all_masked(self, n: int) -> torch.Tensor:
+        return torch.full((n, self.seq_len), self.mask_id, dtype=torch.long)
+
+    def reward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Fraction of positions right, per item."""
+        return (tokens == self.target).float().mean(1)
