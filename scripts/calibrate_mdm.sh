@@ -4,7 +4,7 @@
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 mkdir -p data docs/results
-$UPO data make sudoku9 --n 600 --seed 900 --blanks 50-59 --out data/sudoku9-calibration.jsonl
-$UPO eval --task sudoku9 --mdm checkpoints/sudoku9-mdm --data data/sudoku9-calibration.jsonl \
+[ -f data/sudoku9-calibration.jsonl ] || $UPO data make sudoku9 --n 600 --seed 900 --blanks 50-59 --out data/sudoku9-calibration.jsonl
+$UPO eval --task sudoku9 --mdm checkpoints/sudoku9-mdm --data data/sudoku9-calibration.jsonl --threads 1 \
   --policies random,confidence,margin,entropy --json docs/results/mdm-sudoku9-by-blanks.json \
   --plot docs/results/mdm-sudoku9-by-blanks | tee docs/results/mdm-sudoku9-by-blanks.md

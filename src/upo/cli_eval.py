@@ -136,7 +136,7 @@ def register(sub) -> None:
         "left-to-right, threshold:P, or a policy checkpoint directory",
     )
     p.add_argument("--n", type=int, help="evaluate only the first N items")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--k", type=int, default=1, help="positions revealed per step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)

@@ -75,7 +75,7 @@ def run_demo(
         policy = resolve_policy(name, mdm)
         with tqdm(total=n, desc=f"eval {policy.name}", file=sys.stderr) as bar:
             results.append(
-                evaluate_policy(mdm, task, batch, policy, batch_size=256, progress=bar.update)
+                evaluate_policy(mdm, task, batch, policy, batch_size=64, progress=bar.update)
             )
     table = markdown_table(results)
     print(f"\n9x9 Sudoku, {n} fresh held-out puzzles with {blanks[0]}-{blanks[1]} blanks\n")

@@ -106,7 +106,7 @@ def evaluate_policy(
     task,
     batch: Batch,
     policy: Policy,
-    batch_size: int = 256,
+    batch_size: int = 64,
     k: int = 1,
     seed: int = 0,
     pass_at: int = 1,

@@ -24,8 +24,9 @@ def _save(fig, path: Path) -> Path:
 def solve_rate_bars(results: list[PolicyResult], path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(1.2 * len(results) + 2, 3.6))
     rates = [100 * r.solve_rate for r in results]
-    lo = [100 * (r.solve_rate - r.solve_ci95[0]) for r in results]
-    hi = [100 * (r.solve_ci95[1] - r.solve_rate) for r in results]
+    # max(0, .): at a rate of exactly 0 or 1 rounding can put the bound a hair past the rate
+    lo = [max(0.0, 100 * (r.solve_rate - r.solve_ci95[0])) for r in results]
+    hi = [max(0.0, 100 * (r.solve_ci95[1] - r.solve_rate)) for r in results]
     ax.bar(range(len(results)), rates, yerr=[lo, hi], capsize=4, color="#4c72b0")
     ax.set_xticks(range(len(results)), [r.policy for r in results], rotation=30, ha="right")
     ax.set_ylabel("solve rate (%) with 95% CI")
@@ -45,7 +46,7 @@ def solve_rate_by_difficulty(
             sel = r.solved[difficulty == lv]
             lo, hi = wilson_interval(float(sel.sum()), len(sel))
             rates.append(100 * sel.mean())
-            errs.append((100 * (sel.mean() - lo), 100 * (hi - sel.mean())))
+            errs.append((max(0.0, 100 * (sel.mean() - lo)), max(0.0, 100 * (hi - sel.mean()))))
         errs = np.array(errs).T
         ax.errorbar(levels, rates, yerr=errs, marker="o", capsize=2, label=r.policy)
     ax.set_xlabel(label)

@@ -175,8 +175,8 @@ def update(
             total += float(loss.detach())
             clipped += float(((ratio - 1).abs() > cfg.clip_eps).float().sum())
             if inner == 0:
-                p = logp_all.exp()
-                ent += float(-(p * logp_all.masked_fill(~s.inputs.allowed, 0.0)).sum())
+                p = logp_all.detach().exp()
+                ent += float(-(p * logp_all.detach().masked_fill(~s.inputs.allowed, 0.0)).sum())
                 if ref.policy is not None:
                     agree += float((logp_all.argmax(1) == s.ref_choice).float().sum())
                 if idx[0] == 0:

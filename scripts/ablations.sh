@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# UPO ablations at an equal, small budget (STEPS GRPO steps each, one thread) from the shipped
+# recipe configs/upo-sudoku9.yaml: other references, no regularisation, random initialisation.
+# Each run's final validation solve rate (held-out val set, never the test set) lands in its
+# meta.json; scripts/results.py collects them into docs/results.
+set -euo pipefail
+UPO=${UPO:-.venv/bin/upo}
+STEPS=${STEPS:-30}
+SEEDS=${SEEDS:-0}
+CFG=configs/upo-sudoku9.yaml
+run() {  # name, extra args...
+  local name=$1; shift
+  for seed in $SEEDS; do
+    local out=runs/ablations/$name-seed$seed
+    if [ -f "$out/meta.json" ] && grep -q '"complete": true' "$out/meta.json"; then continue; fi
+    local resume=""; [ -f "$out/train_state.json" ] && resume=--resume
+    $UPO policy train --config $CFG --out "$out" --steps "$STEPS" --seed "$seed" --threads 1 $resume "$@"
+  done
+}
+run ref-confidence --reference confidence --beta 0.01
+run ref-topk5 --reference topk:5
+run no-regulariser --reference none --beta 0
+run random-init --init random
+run ref-softmax0.05

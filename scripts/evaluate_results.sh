@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Test-set evaluation behind docs/results and the README table. PART selects a piece so the hand
+# rules can run while the policy trains: rules | learned | passat | sudoku4 | all (default).
+set -euo pipefail
+UPO=${UPO:-.venv/bin/upo}
+PART=${1:-all}
+THREADS=${THREADS:-2}
+R=docs/results
+mkdir -p $R
+MDM=checkpoints/sudoku9-mdm
+EV="$UPO eval --task sudoku9 --mdm $MDM --threads $THREADS"
+if [ "$PART" = rules ] || [ "$PART" = all ]; then
+  $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-rules.json \
+    --policies random,confidence,margin,entropy,topk-random:5,softmax:0.1,left-to-right
+  $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-rules.json \
+    --policies confidence,margin,entropy
+fi
+if [ "$PART" = learned ] || [ "$PART" = all ]; then
+  $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-learned.json \
+    --policies checkpoints/sudoku9-policy,checkpoints/sudoku9-policy-pretrained
+  $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-learned.json \
+    --policies checkpoints/sudoku9-policy
+fi
+if [ "$PART" = passat ] || [ "$PART" = all ]; then
+  $EV --data data/sudoku9-test.jsonl --n 200 --pass-at 8 --json $R/sudoku9-test-passat.json \
+    --policies confidence,softmax:0.05,topk-random:5,checkpoints/sudoku9-policy
+fi
+if [ "$PART" = sudoku4 ] || [ "$PART" = all ]; then
+  [ -f data/sudoku4-test.jsonl ] || $UPO data make sudoku4 --n 1000 --seed 401 --blanks 8-12 --out data/sudoku4-test.jsonl
+  $UPO eval --task sudoku4 --mdm checkpoints/sudoku4-mdm --threads "$THREADS" --data data/sudoku4-test.jsonl \
+    --json $R/sudoku4-test.json --policies random,confidence,margin,entropy,topk-random:3,left-to-right
+fi
