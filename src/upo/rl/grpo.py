@@ -180,7 +180,7 @@ def update(
                 if ref.policy is not None:
                     agree += float((logp_all.argmax(1) == s.ref_choice).float().sum())
                 if idx[0] == 0:
-                    stats.ratio_first = float(ratio.max())
+                    stats.ratio_first = float(ratio.detach().max())
         sync(net)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
@@ -201,6 +201,12 @@ class Distributed:
     def __init__(self):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        if self.world == 1 and int(os.environ.get("ACCELERATE_NUM_PROCESSES", "1")) > 1:
+            print(
+                "upo: warning: accelerate asked for several processes but only one started; on CPU use "
+                "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`",
+                file=sys.stderr,
+            )
         if self.world > 1:
             import torch.distributed as dist
 
@@ -248,6 +254,11 @@ class Distributed:
         if self.world > 1:
             self.dist.barrier()
 
+    def close(self) -> None:
+        # Without this, gloo sometimes aborts at interpreter exit after a complete run.
+        if self.world > 1 and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
 
 def load_split(task, path: str, what: str):
     from ..tasks.sudoku.io import load_puzzles
@@ -280,6 +291,10 @@ def train_upo(
 ) -> dict:
     out_dir = Path(out_dir)
     dist = Distributed()
+    if cfg.prompts_per_step < dist.world:
+        raise UpoError(
+            f"prompts_per_step {cfg.prompts_per_step} is smaller than the {dist.world} processes"
+        )
     torch.set_num_threads(cfg.threads)
     task = get_task(cfg.task)
     mdm = load_mdm(cfg.mdm)
@@ -452,6 +467,7 @@ def train_upo(
     extra_meta["replicas_identical"] = len(set(sums)) == 1
     checkpoint(cfg.steps, complete=True)
     dist.barrier()
+    dist.close()
     if writer is not None:
         writer.close()
     return read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
