@@ -32,20 +32,36 @@ def main() -> None:
         n_val = 150
         rate = val.get("val_solve_rate")
         ci = wilson_interval(rate * n_val, n_val) if rate is not None else None
-        rows.append((name, meta.get("reference"), meta.get("init"), meta.get("steps"), rate, ci,
-                     val.get("val_confidence_solve_rate"), sum(r["seconds_rollout"] + r["seconds_update"] for r in log) / 60))
+        rows.append(
+            (
+                name,
+                meta.get("reference"),
+                meta.get("init"),
+                meta.get("steps"),
+                rate,
+                ci,
+                val.get("val_confidence_solve_rate"),
+                sum(r["seconds_rollout"] + r["seconds_update"] for r in log) / 60,
+            )
+        )
         curves[name] = [(r["step"], r["reward_mean"]) for r in log]
         solved_curves[name] = [(r["step"], r["solved_mean"]) for r in log]
-    lines = ["| run | reference | init | steps | val solve rate | 95% CI | confidence on val | train minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | reference | init | steps | val solve rate | 95% CI | confidence on val | train minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, ref, init, steps, rate, ci, conf, minutes in rows:
         rate_s = f"{100 * rate:.1f}%" if rate is not None else "-"
         ci_s = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "-"
         conf_s = f"{100 * conf:.1f}%" if conf is not None else "-"
-        lines.append(f"| {name} | {ref} | {init} | {steps} | {rate_s} | {ci_s} | {conf_s} | {minutes:.0f} |")
+        lines.append(
+            f"| {name} | {ref} | {init} | {steps} | {rate_s} | {ci_s} | {conf_s} | {minutes:.0f} |"
+        )
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
-    reward_curves(curves, out / "upo-sudoku9-reward.png", "rollout reward: fraction of blanks right (EMA)")
+    reward_curves(
+        curves, out / "upo-sudoku9-reward.png", "rollout reward: fraction of blanks right (EMA)"
+    )
     reward_curves(solved_curves, out / "upo-sudoku9-solved.png", "rollout solve rate (EMA)")
     atomic_write_text(out / "upo-sudoku9-runs.md", table + "\n")
     print(table)

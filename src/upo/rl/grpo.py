@@ -242,7 +242,7 @@ class Distributed:
     def checksums(self, net) -> list[float]:
         """One parameter checksum per process: replicas must stay identical."""
         local = torch.tensor(
-            [sum(float(p.double().sum()) for p in net.parameters())], dtype=torch.float64
+            [sum(float(p.detach().double().sum()) for p in net.parameters())], dtype=torch.float64
         )
         if self.world == 1:
             return [float(local)]
