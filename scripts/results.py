@@ -12,6 +12,44 @@ from upo.io_utils import atomic_write_text, read_jsonl
 from upo.plots import reward_curves
 
 
+def eval_table(paths: list[Path]) -> str:
+    """Merge `upo eval --json` outputs (same data file) into one markdown table."""
+    lines = [
+        "| policy | solve rate | 95% CI | cell acc | NFE | items/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        if not path.is_file():
+            continue
+        for r in json.loads(path.read_text())["results"]:
+            lo, hi = r["solve_ci95"]
+            lines.append(
+                f"| {r['policy']} | {100 * r['solve_rate']:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | "
+                f"{100 * r['cell_acc']:.1f}% | {r['nfe']:.1f} | {r['items_per_s']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def pass_at_table(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    data = json.loads(path.read_text())
+    n = max(len(r.get("pass_at") or [r["solve_rate"]]) for r in data["results"])
+    lines = [
+        "| policy | " + " | ".join(f"pass@{k}" for k in range(1, n + 1)) + " |",
+        "|---|" + "---|" * n,
+    ]
+    for r in data["results"]:
+        curve = r.get("pass_at") or [r["solve_rate"]]
+        lines.append(
+            f"| {r['policy']} | "
+            + " | ".join(f"{100 * v:.1f}%" for v in curve)
+            + " |"
+            + " |" * (n - len(curve))
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/ablations")
@@ -65,6 +103,21 @@ def main() -> None:
     reward_curves(solved_curves, out / "upo-sudoku9-solved.png", "rollout solve rate (EMA)")
     atomic_write_text(out / "upo-sudoku9-runs.md", table + "\n")
     print(table)
+    r = out
+    tables = {
+        "sudoku9-test.md": eval_table(
+            [r / "sudoku9-test-rules.json", r / "sudoku9-test-learned.json"]
+        ),
+        "sudoku9-test-hard.md": eval_table(
+            [r / "sudoku9-test-hard-rules.json", r / "sudoku9-test-hard-learned.json"]
+        ),
+        "sudoku9-passat.md": pass_at_table(r / "sudoku9-test-passat.json"),
+        "sudoku4-test.md": eval_table([r / "sudoku4-test.json"]),
+    }
+    for name, text in tables.items():
+        if text:
+            atomic_write_text(out / name, text + "\n")
+            print(f"\n{name}\n{text}")
 
 
 if __name__ == "__main__":

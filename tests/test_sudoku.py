@@ -275,6 +275,12 @@ def test_cell_acc_batch_hand_cases():
     assert acc.tolist() == pytest.approx([1.0, 11 / 14, 1.0, 0.0])
 
 
+def test_cell_acc_of_a_puzzle_without_blanks_is_one():
+    solution = encode("1234341221434321")
+    acc = cell_acc_batch(solution[None], solution[None], solution[None])
+    assert acc.tolist() == [1.0]
+
+
 def test_conflicts_names_unit_and_digit():
     spec = SPECS["sudoku4"]
     assert conflicts(spec, encode("1001" + "0" * 12)) == [("row", 0, 1)]

@@ -144,7 +144,9 @@ def cell_acc_batch(puzzles: np.ndarray, grids: np.ndarray, solutions: np.ndarray
     puzzles, grids, solutions = map(np.asarray, (puzzles, grids, solutions))
     blank = puzzles == MASK
     right = (grids == solutions) & blank
-    return right.sum(1) / np.maximum(blank.sum(1), 1)
+    n_blank = blank.sum(1)
+    # A puzzle with nothing to fill has nothing wrong: 1.0, not 0/0.
+    return np.where(n_blank > 0, right.sum(1) / np.maximum(n_blank, 1), 1.0)
 
 
 def render(spec: SudokuSpec, tokens, blank: str = ".") -> str:
