@@ -32,6 +32,11 @@ class PolicyConfig:
     n_heads: int = 4
     mlp_hidden: int = 64
     restrict_topk: int | None = None  # only ever choose among the K most confident candidates
+    # Anchor to max-confidence: score = MLP(...) + w * top-1 probability, w a learned scalar
+    # starting here, with the MLP's last layer starting at zero. The untrained policy is then
+    # exactly max-confidence when greedy and softmax(confidence / (w T)) when sampled, and RL
+    # learns a correction instead of relearning the rule. None: plain MLP score.
+    confidence_skip: float | None = None
 
     def validate(self) -> None:
         if self.feature_dim < 1 or self.width < 1 or self.mlp_hidden < 1:
@@ -104,6 +109,10 @@ class PolicyNet(nn.Module):
             nn.GELU(),
             nn.Linear(cfg.mlp_hidden, 1),
         )
+        if cfg.confidence_skip is not None:
+            self.skip = nn.Parameter(torch.tensor(float(cfg.confidence_skip)))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -126,7 +135,10 @@ class PolicyNet(nn.Module):
             flags = torch.stack([inp.masked, inp.block], dim=-1).to(x.dtype)
             z = torch.cat([self.norm3(x).to(x.dtype), inp.top_probs.to(x.dtype), flags], dim=-1)
             scores = self.mlp(z).squeeze(-1)
-        return scores.float()
+        scores = scores.float()
+        if self.cfg.confidence_skip is not None:
+            scores = scores + self.skip * inp.top_probs[..., 0].float()
+        return scores
 
     def log_probs(self, inp: PolicyInputs, temperature: float = 1.0) -> torch.Tensor:
         """log g_phi over positions at `temperature` [N, L]; -inf outside `allowed`."""
