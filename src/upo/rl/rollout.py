@@ -15,6 +15,7 @@ import torch
 from ..decode import Trajectory, unmask
 from ..policies.base import Policy, StepState, top_by_score
 from ..policies.learned import PolicyInputs, inputs_from_state
+from ..policies.rules import confidence
 
 
 @dataclass
@@ -62,7 +63,10 @@ def reference_view(reference: Policy | None, state: StepState, allowed: torch.Te
     if reference.deterministic:
         choice = top_by_score(reference.greedy_scores(state), state.candidates, 1).float().argmax(1)
     else:
-        choice = logp.argmax(1)
+        # A stochastic reference's "choice" is its most confident mode (a uniform Top-K has no
+        # unique argmax; index order would make agreement numbers meaningless).
+        modes = logp == logp.max(dim=1, keepdim=True).values
+        choice = top_by_score(confidence(state), modes & state.candidates, 1).float().argmax(1)
     return choice, logp
 
 
