@@ -22,7 +22,7 @@ if [ "$PART" = learned ] || [ "$PART" = all ]; then
     --policies checkpoints/sudoku9-policy
 fi
 if [ "$PART" = passat ] || [ "$PART" = all ]; then
-  $EV --data data/sudoku9-test.jsonl --n 200 --pass-at 8 --json $R/sudoku9-test-passat.json \
+  $EV --data data/sudoku9-test.jsonl --n 100 --pass-at 8 --json $R/sudoku9-test-passat.json \
     --policies confidence,softmax:0.05,topk-random:5,checkpoints/sudoku9-policy
 fi
 if [ "$PART" = sudoku4 ] || [ "$PART" = all ]; then
