@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="evaluate every rule and the shipped policy; write demo-report/"
     )
     d.add_argument("--out", default="demo-report")
-    d.add_argument("--n", type=int, default=300)
+    d.add_argument("--n", type=int, default=200)
     d.add_argument("--seed", type=int, default=2026)
     d.add_argument("--threads", type=int, default=2)
     d.set_defaults(func=cmd_demo)

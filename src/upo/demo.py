@@ -46,7 +46,7 @@ def existing_puzzles(paths: list[Path]) -> set[str]:
 
 def run_demo(
     out: str = "demo-report",
-    n: int = 300,
+    n: int = 200,
     blanks: tuple[int, int] = (52, 58),
     seed: int = 2026,
     mdm_path: str = "checkpoints/sudoku9-mdm",
