@@ -129,3 +129,29 @@ def load_train_state(ckpt_dir: Path, optimizer) -> tuple[dict, dict]:
     _load_optimizer(optimizer, tensors, state)
     extra = {k: v for k, v in tensors.items() if not k.startswith("opt.")}
     return state, extra
+
+
+def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | None:
+    """Check that `out_dir` can start (or, with `resume`, continue) a run of `train_config`.
+
+    Returns the finished run's meta.json when it is already complete (nothing left to do), None
+    when training should go ahead; raises UpoError for a directory that cannot be used.
+    """
+    out_dir = Path(out_dir)
+    if not resume:
+        if (out_dir / "model.safetensors").exists():
+            raise UpoError(
+                f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out"
+            )
+        return None
+    if not (out_dir / "train_state.json").exists():
+        meta = read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
+        if meta.get("complete"):
+            return meta
+        raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
+    saved = dict(read_json(out_dir / "config.json").get("train") or {})
+    # The thread count changes speed, not the run: it may differ on resume.
+    saved.pop("threads", None)
+    if saved != {k: v for k, v in train_config.items() if k != "threads"}:
+        raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+    return None

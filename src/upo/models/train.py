@@ -17,9 +17,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import git_commit, load_train_state, load_weights, read_json, save_checkpoint
+from ..checkpoint import (
+    git_commit,
+    load_train_state,
+    load_weights,
+    prepare_run_dir,
+    read_json,
+    save_checkpoint,
+)
 from ..config import from_dict, to_dict
-from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..tasks.registry import get_task
 from .tiny import TinyConfig, TinyMDM, masked_diffusion_loss
@@ -133,31 +139,15 @@ def train_mdm(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     start, elapsed = 0, 0.0
+    finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
+    if finished is not None:
+        print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
+        return finished
     if resume:
-        if (out_dir / "meta.json").exists() and not (out_dir / "train_state.json").exists():
-            meta = read_json(out_dir / "meta.json")
-            if meta.get("complete"):
-                print(f"{out_dir}: training already complete ({meta.get('steps')} steps)")
-                return meta
-        if not (out_dir / "train_state.json").exists():
-            raise UpoError(
-                f"{out_dir}: nothing to resume (no train_state.json); run without --resume"
-            )
-        saved_cfg = dict(read_json(out_dir / "config.json").get("train") or {})
-        # Thread count changes speed, not the run: it may differ on resume.
-        saved_cfg.pop("threads", None)
-        if saved_cfg != {k: v for k, v in to_dict(cfg).items() if k != "threads"}:
-            raise UpoError(
-                f"{out_dir}: --resume with a different config than the run was started with"
-            )
         load_weights(model, out_dir / "model.safetensors")
         state, extra = load_train_state(out_dir, opt)
         gen.set_state(extra["rng.torch"])
         start, elapsed = state["step"], state["elapsed"]
-    elif (out_dir / "model.safetensors").exists():
-        raise UpoError(
-            f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out"
-        )
 
     stream = task.stream(cfg.seed)
     val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))

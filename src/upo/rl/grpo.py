@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import git_commit, load_train_state, load_weights, read_json
+from ..checkpoint import git_commit, load_train_state, load_weights, prepare_run_dir, read_json
 from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..evaluate import evaluate_policy
@@ -306,28 +306,14 @@ def train_upo(
         net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas)
     )
     start = 0
+    finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
+    if finished is not None:
+        print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
+        return finished
     if resume:
-        if not (out_dir / "train_state.json").exists():
-            meta = read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
-            if meta.get("complete"):
-                print(f"{out_dir}: training already complete ({meta.get('steps')} steps)")
-                return meta
-            raise UpoError(
-                f"{out_dir}: nothing to resume (no train_state.json); run without --resume"
-            )
-        saved = dict(read_json(out_dir / "config.json").get("train") or {})
-        saved.pop("threads", None)
-        if saved != {k: v for k, v in to_dict(cfg).items() if k != "threads"}:
-            raise UpoError(
-                f"{out_dir}: --resume with a different config than the run was started with"
-            )
         load_weights(net, out_dir / "model.safetensors")
         state, _ = load_train_state(out_dir, opt)
         start = state["step"]
-    elif (out_dir / "model.safetensors").exists():
-        raise UpoError(
-            f"{out_dir}: already holds a checkpoint; pass --resume or choose another --out"
-        )
     dist.broadcast_params(net)
 
     train = load_split(task, cfg.train_data, "training data")
