@@ -13,31 +13,11 @@ import numpy as np
 import torch
 
 from upo.evaluate import decode_in_batches
+from upo.models.denoiser import TimedDenoiser
 from upo.models.registry import load_mdm
 from upo.policies.rules import make_rule
 from upo.tasks.registry import get_task
 from upo.tasks.sudoku.io import load_puzzles
-
-
-class TimedMDM:
-    """Wraps a denoiser and adds up the time spent in its forward calls."""
-
-    def __init__(self, mdm):
-        self.mdm = mdm
-        self.mask_id, self.vocab_size, self.feature_dim = (
-            mdm.mask_id,
-            mdm.vocab_size,
-            mdm.feature_dim,
-        )
-        self.seconds = 0.0
-        self.calls = 0
-
-    def forward(self, tokens, attention_mask):
-        t = time.perf_counter()
-        out = self.mdm.forward(tokens, attention_mask)
-        self.seconds += time.perf_counter() - t
-        self.calls += 1
-        return out
 
 
 def main() -> None:
@@ -56,7 +36,7 @@ def main() -> None:
     batch = task.batch(data.puzzles[: args.n], data.solutions[: args.n])
     rows = {}
     for bs in (args.batch_size, 1):
-        timed = TimedMDM(load_mdm(args.mdm))
+        timed = TimedDenoiser(load_mdm(args.mdm))
         t = time.perf_counter()
         out, order, nfe = decode_in_batches(timed, batch, make_rule(args.policy), bs)
         wall = time.perf_counter() - t

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from upo.models.denoiser import TimedDenoiser
 from upo.models.registry import load_mdm
 from upo.policies.base import StepState
 from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet, inputs_from_state
@@ -24,24 +25,6 @@ from upo.rl.references import make_reference
 from upo.rl.rollout import collect
 from upo.tasks.registry import get_task
 from upo.tasks.sudoku.io import load_puzzles
-
-
-class CountingMDM:
-    def __init__(self, mdm):
-        self.mdm = mdm
-        self.mask_id, self.vocab_size, self.feature_dim = (
-            mdm.mask_id,
-            mdm.vocab_size,
-            mdm.feature_dim,
-        )
-        self.seconds, self.rows = 0.0, 0
-
-    def forward(self, tokens, attention_mask):
-        t = time.perf_counter()
-        out = self.mdm.forward(tokens, attention_mask)
-        self.seconds += time.perf_counter() - t
-        self.rows += tokens.shape[0]
-        return out
 
 
 def batched_step(mdm, net, batch_tokens, task, batch, cfg, ref):
@@ -118,7 +101,7 @@ def main() -> None:
     ref = make_reference("softmax:0.05")
     rows = []
     for name, fn in (("batched + cached features", batched_step), ("naive", naive_step)):
-        mdm = CountingMDM(load_mdm(args.mdm))
+        mdm = TimedDenoiser(load_mdm(args.mdm))
         net = PolicyNet(PolicyConfig(feature_dim=mdm.feature_dim))
         t = time.perf_counter()
         t_roll, t_upd, n = fn(mdm, net, tokens, task, batch, cfg, ref)
