@@ -49,8 +49,86 @@ def _blank_stats(blanks: np.ndarray) -> str:
     return f"blanks {blanks.min()}-{blanks.max()}, mean {blanks.mean():.1f}"
 
 
+def parse_levels(text: str, top: int, what: str) -> tuple[int, int]:
+    """'5-16' or '8' -> inclusive (lo, hi) within 1..top, for tasks other than Sudoku."""
+    parts = text.strip().split("-")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        lo, hi = int(parts[0]), int(parts[-1])
+    except ValueError:
+        raise UpoError(f"--difficulty {text!r}: expected a number or a range like 5-16") from None
+    if lo > hi or lo < 1 or hi > top:
+        raise UpoError(f"--difficulty {text!r}: {what} must be a range within 1-{top}")
+    return lo, hi
+
+
+def _make_other(args, task) -> int:
+    """`data make` for tasks whose object generates, keys and writes its own items."""
+    from tqdm import tqdm
+
+    n = parse_count(args.n)
+    lo, hi = task.default_difficulty
+    levels = parse_levels(args.blanks or f"{lo}-{hi}", task.max_difficulty, task.difficulty_name)
+    if args.max_attempts < 1:
+        raise UpoError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    exclude: set[str] = set()
+    for path in args.exclude:
+        exclude.update(task.keys(task.load(path, skip_invalid=True)))
+    start = time.perf_counter()
+    with tqdm(total=n, desc=f"data make {args.task}", unit="item", file=sys.stderr) as bar:
+        batch = task.generate(n, levels, args.seed, exclude, bar.update, args.max_attempts)
+    try:
+        task.write(args.out, batch)
+    except OSError as err:
+        raise UpoError(f"{args.out}: cannot write ({err.strerror or err})") from None
+    seconds = time.perf_counter() - start
+    print(
+        f"wrote {args.out}: {n} {args.task} items, {task.describe(batch)}, {seconds:.1f}s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _check_other(args, task) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        desc=f"data check {args.file}", unit="line", file=sys.stderr, leave=False, disable=None
+    )
+    with bar:
+        batch, errors = task.check(args.file, skip_invalid=args.skip_invalid, progress=bar.update)
+    line = f"{args.file}: {len(batch)} valid items ({task.describe(batch)}); {task.name}"
+    if args.skip_invalid:
+        line += f"; {len(errors)} invalid lines skipped"
+        if errors:
+            line += f", first: {errors[0].removeprefix(f'{args.file}: ')}"
+    print(line)
+    return 0
+
+
+def _task_named_in_file(path: str) -> str | None:
+    """The "task" key of a JSONL file's first line, when it names a non-Sudoku task."""
+    import json
+
+    from .tasks.registry import OTHER_TASKS
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            first = next((line for line in f if line.strip()), "")
+        name = json.loads(first).get("task")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None  # the Sudoku loader reports unreadable files with its own clear message
+    return name if name in OTHER_TASKS else None
+
+
 def cmd_data_make(args) -> int:
     from tqdm import tqdm
+
+    from .tasks.registry import OTHER_TASKS, get_task
+
+    if args.task in OTHER_TASKS:
+        return _make_other(args, get_task(args.task))
 
     from .tasks.sudoku.generate import generate_puzzles
     from .tasks.sudoku.grid import SPECS, decode
@@ -90,6 +168,14 @@ def cmd_data_make(args) -> int:
 def cmd_data_check(args) -> int:
     from tqdm import tqdm
 
+    from .tasks.registry import OTHER_TASKS, get_task
+
+    other = args.task if args.task in OTHER_TASKS else None
+    if args.task is None:
+        other = _task_named_in_file(args.file)
+    if other is not None:
+        return _check_other(args, get_task(other))
+
     from .tasks.sudoku.grid import SPECS
     from .tasks.sudoku.io import load_puzzles
 
@@ -113,9 +199,9 @@ def cmd_data_check(args) -> int:
 
 
 def register(sub) -> None:
-    from .tasks.sudoku.grid import SPECS
+    from .tasks.registry import TASK_NAMES
 
-    tasks = sorted(SPECS)
+    tasks = TASK_NAMES
     data = sub.add_parser("data", help="generate and check puzzle files")
     data_sub = data.add_subparsers(dest="action", required=True)
 
@@ -135,7 +221,8 @@ def register(sub) -> None:
         dest="blanks",
         help="blanks per puzzle, a range A-B (drawn uniformly) or one number; default "
         + ", ".join(f"{t} {b}" for t, b in DEFAULT_BLANKS.items())
-        + " (9x9 above 58 blanks is slow: few grids reach it)",
+        + " (9x9 above 58 blanks is slow: few grids reach it); for addition the digits of the "
+        "longer operand (default 1-16)",
     )
     p.add_argument("--out", required=True, help="output JSONL file (replaced atomically)")
     p.add_argument(

@@ -11,14 +11,10 @@ from tqdm import tqdm
 
 def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
     from .errors import UpoError
-    from .tasks.sudoku.io import load_puzzles
 
-    data = load_puzzles(path, task.spec, skip_invalid=skip_invalid)
-    if data.skipped:
-        print(f"{path}: skipped {data.skipped} invalid lines", file=sys.stderr)
-    if len(data.puzzles) == 0:
+    batch = task.load(path, skip_invalid=skip_invalid)
+    if len(batch) == 0:
         raise UpoError(f"{path}: no puzzles to evaluate")
-    batch = task.batch(data.puzzles, data.solutions)
     if n is not None:
         if n < 1:
             raise UpoError(f"--n must be at least 1, got {n}")
@@ -75,8 +71,9 @@ def run_eval(args) -> int:
     print(markdown_table(results))
     difficulty = task.difficulty(batch)
     levels = np.unique(difficulty)
+    by = getattr(task, "difficulty_name", "blanks")
     if len(levels) > 1:
-        print("\nsolve rate by number of blanks:\n")
+        print(f"\nsolve rate by number of {by}:\n")
         print("| policy | " + " | ".join(str(int(lv)) for lv in levels) + " |")
         print("|---|" + "---|" * len(levels))
         for r in results:
@@ -89,7 +86,7 @@ def run_eval(args) -> int:
         summaries = []
         for r in results:
             s = r.summary()
-            s["solve_rate_by_blanks"] = {
+            s[f"solve_rate_by_{by}"] = {
                 str(int(lv)): round(float(r.solved[difficulty == lv].mean()), 4) for lv in levels
             }
             summaries.append(s)
@@ -106,21 +103,30 @@ def run_eval(args) -> int:
             },
         )
         print(f"\nwrote {args.json}", file=sys.stderr)
+    side = getattr(getattr(task, "spec", None), "n", None)  # grid side, None for sequences
     if args.plot:
-        from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_difficulty
+        from .plots import fill_orders, solve_rate_bars, solve_rate_by_difficulty
 
         out = Path(args.plot)
         solve_rate_bars(
             results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out puzzles"
         )
         solve_rate_by_difficulty(results, task.difficulty(batch), out / "solve_rate_by_blanks.png")
-        fill_orders(results, args.show_item, task.spec.n, out / "fill_order.png")
+        if side is not None:  # the fill-order panels draw grids
+            fill_orders(results, args.show_item, side, out / "fill_order.png")
         print(f"wrote figures to {out}", file=sys.stderr)
     if args.show_order:
+        from .plots import order_text
+
         for r in results:
-            print(
-                f"\nfill order of item {args.show_item} under {r.policy}:\n{order_text(r.order[args.show_item], task.spec.n)}"
+            order = r.order[args.show_item]
+            # A grid as a grid; a sequence as the reveal step of each masked position in order.
+            text = (
+                order_text(order, side)
+                if side is not None
+                else " ".join(str(int(v)) for v in order if v >= 0)
             )
+            print(f"\nfill order of item {args.show_item} under {r.policy}:\n{text}")
     return 0
 
 

@@ -22,7 +22,7 @@ from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_diffi
 from .policies.resolve import resolve_policy
 from .tasks.registry import get_task
 from .tasks.sudoku.generate import generate_puzzles
-from .tasks.sudoku.io import load_puzzles, write_jsonl
+from .tasks.sudoku.io import write_jsonl
 
 RULES = [
     "random",
@@ -39,8 +39,8 @@ def existing_puzzles(paths: list[Path]) -> set[str]:
     seen: set[str] = set()
     for p in paths:
         if p.is_file():
-            data = load_puzzles(p, skip_invalid=True)
-            seen.update("".join(map(str, row)) for row in data.puzzles.tolist())
+            tokens = get_task("sudoku9").load(p, skip_invalid=True).tokens
+            seen.update("".join(map(str, row)) for row in tokens.tolist())
     return seen
 
 

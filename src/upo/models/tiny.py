@@ -1,8 +1,10 @@
 """The built-in small MDM: a bidirectional pre-norm transformer that trains on a laptop CPU.
 
-Positions: for grid tasks the embedding is the sum of cell, row, column and box embeddings, so the
-model is told the Sudoku geometry instead of having to discover it from 81 unrelated positions;
-for sequences it is a learned absolute embedding. Attention is written out and runs in float32
+Positions: every position has a learned absolute embedding. For Sudoku grids the row, column and
+box embeddings are added, so the model is told the geometry instead of having to discover it from
+81 unrelated positions. Other tasks can tell their structure the same way with `position_groups`:
+each is a per-position id list (e.g. the place value of a digit in an addition, the house of a Zebra
+cell) whose learned embedding is added, so positions that belong together start out alike. Attention is written out and runs in float32
 outside autocast: on this CPU, SDPA's backward under bf16 autocast is very slow.
 """
 
@@ -27,6 +29,8 @@ class TinyConfig:
     n_heads: int = 6
     ff_mult: int = 4
     grid_box: list[int] | None = None  # [box_rows, box_cols] for Sudoku-like grids
+    # Extra per-position ids, one list of seq_len ints per group, each with its own embedding.
+    position_groups: list[list[int]] | None = None
     bf16: bool = True
 
     def validate(self) -> None:
@@ -42,6 +46,11 @@ class TinyConfig:
             r, c = self.grid_box
             if (r * c) ** 2 != self.seq_len:
                 raise ValueError(f"grid_box {self.grid_box} does not match seq_len {self.seq_len}")
+        for k, ids in enumerate(self.position_groups or []):
+            if len(ids) != self.seq_len or min(ids) < 0:
+                raise ValueError(
+                    f"position_groups[{k}] needs {self.seq_len} non-negative ids, got {len(ids)}"
+                )
 
 
 def attention(q, k, v, key_mask):
@@ -97,6 +106,12 @@ class TinyMDM(nn.Module):
             self.row = nn.Embedding(n, cfg.d_model)
             self.col = nn.Embedding(n, cfg.d_model)
             self.box = nn.Embedding(n, cfg.d_model)
+        if cfg.position_groups:
+            ids = torch.tensor(cfg.position_groups, dtype=torch.long)  # [G, L]
+            self.register_buffer("group_idx", ids, persistent=False)
+            self.groups = nn.ModuleList(
+                nn.Embedding(int(row.max()) + 1, cfg.d_model) for row in ids
+            )
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -123,6 +138,9 @@ class TinyMDM(nn.Module):
                 + self.col(self.col_idx[:l])
                 + self.box(self.box_idx[:l])
             )
+        if self.cfg.position_groups:
+            for emb, ids in zip(self.groups, self.group_idx):
+                x = x + emb(ids[:l])
         return x
 
     def forward(self, tokens, attention_mask=None):

@@ -1,7 +1,9 @@
 """`upo mdm train`: the absorbing-state masked-diffusion objective on a task's training stream.
 
-Per sequence draw a mask level t ~ U(t_min, t_max), mask each position with probability t, and
-minimise cross-entropy on the masked positions. AdamW with linear warm-up and cosine decay,
+Per sequence draw a mask level t ~ U(t_min, t_max), mask each answer position with probability t,
+and minimise cross-entropy on the masked positions. Which positions are answer positions is the
+task's business (`task.answer_positions`: all of a Sudoku grid, only the sum of an addition), so a
+prompt is never masked and the trainer stays task-agnostic. AdamW with linear warm-up and cosine decay,
 gradient clipping, metrics to JSONL, periodic validation, atomic checkpoints and exact --resume.
 """
 
@@ -13,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -52,6 +53,7 @@ class MDMTrainConfig:
     checkpoint_every: int = 100
     val_size: int = 512
     val_puzzles: int = 100
+    # Difficulty levels of the validation decodes: blanks for Sudoku, digits for addition, ...
     val_blanks: list[int] = field(default_factory=lambda: [45])
 
     def validate(self) -> None:
@@ -77,36 +79,53 @@ def build_model(cfg: MDMTrainConfig, task) -> TinyMDM:
     return TinyMDM(model_cfg)
 
 
-def draw_mask(tokens: torch.Tensor, cfg: MDMTrainConfig, gen: torch.Generator):
+def answer_positions(task, length: int) -> torch.Tensor:
+    """[L] bool: the positions the task lets the MDM mask (every position when it does not say)."""
+    where = getattr(task, "answer_positions", None)
+    if where is None:
+        return torch.ones(length, dtype=torch.bool)
+    return torch.as_tensor(where, dtype=torch.bool)
+
+
+def draw_mask(
+    tokens: torch.Tensor,
+    cfg: MDMTrainConfig,
+    gen: torch.Generator,
+    maskable: torch.Tensor | None = None,
+):
     b, l = tokens.shape
+    if maskable is None:
+        maskable = torch.ones(l, dtype=torch.bool)
     t = cfg.t_min + (cfg.t_max - cfg.t_min) * torch.rand(b, generator=gen)
-    mask = torch.rand(b, l, generator=gen) < t[:, None]
-    # Every sequence needs at least one masked position to contribute a loss.
+    mask = (torch.rand(b, l, generator=gen) < t[:, None]) & maskable
+    # Every sequence needs at least one masked position to contribute a loss. Drawing an index
+    # into the maskable positions keeps the random stream of all-maskable tasks (Sudoku) as it was.
+    where = maskable.nonzero().squeeze(1)
     empty = ~mask.any(1)
-    forced = torch.randint(0, l, (b,), generator=gen)
+    forced = where[torch.randint(0, len(where), (b,), generator=gen)]
     mask[empty, forced[empty]] = True
     return t, mask
 
 
 @torch.no_grad()
-def masked_accuracy(model, tokens: torch.Tensor, level: float, seed: int) -> float:
+def masked_accuracy(
+    model, tokens: torch.Tensor, level: float, seed: int, maskable: torch.Tensor | None = None
+) -> float:
     gen = torch.Generator().manual_seed(seed)
     mask = torch.rand(tokens.shape, generator=gen) < level
+    if maskable is not None:
+        mask &= maskable
     logits, _ = model(tokens.masked_fill(mask, model.mask_id))
     right = (logits.argmax(-1) == tokens) & mask
     return right.sum().item() / max(1, mask.sum().item())
 
 
 def validation_puzzles(task, cfg: MDMTrainConfig):
-    from ..tasks.sudoku.generate import generate_puzzles
-
-    out = {}
-    for blanks in cfg.val_blanks:
-        pairs = list(
-            generate_puzzles(task.spec, cfg.val_puzzles, (blanks, blanks), seed=10_000 + blanks)
-        )
-        out[blanks] = task.batch(np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs]))
-    return out
+    """{difficulty level: Batch} made by the task's own generator, fixed seeds."""
+    return {
+        level: task.generate(cfg.val_puzzles, (level, level), seed=10_000 + level)
+        for level in cfg.val_blanks
+    }
 
 
 @torch.no_grad()
@@ -115,12 +134,18 @@ def validate(model, task, val_grids, val_puzzles) -> dict:
     from ..policies.rules import make_rule
 
     model.eval()
+    maskable = answer_positions(task, val_grids.shape[1])
     metrics = {
-        f"val_acc@{lvl}": masked_accuracy(model, val_grids, lvl, seed=i)
+        f"val_acc@{lvl}": masked_accuracy(model, val_grids, lvl, seed=i, maskable=maskable)
         for i, lvl in enumerate((0.25, 0.5, 0.75))
     }
     for blanks, batch in val_puzzles.items():
-        traj = unmask(model, torch.from_numpy(batch.tokens), make_rule("confidence"))
+        traj = unmask(
+            model,
+            torch.from_numpy(batch.tokens),
+            make_rule("confidence"),
+            attention_mask=torch.from_numpy(batch.attention_mask),
+        )
         metrics[f"val_solve@{blanks}"] = float(task.solved(batch, traj.tokens.numpy()).mean())
     model.train()
     return metrics
@@ -152,6 +177,7 @@ def train_mdm(
     stream = task.stream(cfg.seed)
     val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
     val_puzzles = validation_puzzles(task, cfg)
+    maskable = answer_positions(task, task.seq_len)
     log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
     n_params = model.num_parameters()
     print(
@@ -200,7 +226,7 @@ def train_mdm(
     for step in bar:
         t0 = time.time()
         tokens = torch.from_numpy(stream.batch(step, cfg.batch_size))
-        t, mask = draw_mask(tokens, cfg, gen)
+        t, mask = draw_mask(tokens, cfg, gen, maskable)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
         loss = masked_diffusion_loss(model, tokens, t, mask, cfg.elbo_weight)

@@ -261,12 +261,9 @@ class Distributed:
 
 
 def load_split(task, path: str, what: str):
-    from ..tasks.sudoku.io import load_puzzles
-
     if not Path(path).is_file():
         raise UpoError(f"{path}: {what} file not found (make it with `upo data make`)")
-    data = load_puzzles(path, task.spec)
-    return task.batch(data.puzzles, data.solutions)
+    return task.load(path)
 
 
 def build_policy(cfg: UPOConfig, mdm, ref: Reference) -> PolicyNet:

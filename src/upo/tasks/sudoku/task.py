@@ -61,3 +61,24 @@ class SudokuTask:
     def difficulty(self, batch: Batch) -> np.ndarray:
         """Number of blanks per item: what solve rate is plotted against."""
         return (batch.tokens == MASK).sum(1)
+
+    difficulty_name = "blanks"
+
+    def load(self, path, skip_invalid: bool = False) -> Batch:
+        """A puzzle file in any format upo reads (see io.py) as a Batch; bad lines are a UpoError
+        naming the line, or with `skip_invalid` are skipped and counted on stderr."""
+        import sys
+
+        from .io import load_puzzles
+
+        data = load_puzzles(path, self.spec, skip_invalid=skip_invalid)
+        if data.skipped:
+            print(f"{path}: skipped {data.skipped} invalid lines", file=sys.stderr)
+        return self.batch(data.puzzles, data.solutions)
+
+    def generate(self, n: int, difficulty: tuple[int, int], seed: int) -> Batch:
+        """n unique puzzles with blanks drawn from the inclusive range `difficulty`."""
+        from .generate import generate_puzzles
+
+        pairs = list(generate_puzzles(self.spec, n, difficulty, seed=seed))
+        return self.batch(np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs]))
