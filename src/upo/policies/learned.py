@@ -9,7 +9,7 @@ softmax(score / temperature) over the candidate positions. It never re-runs the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -37,6 +37,11 @@ class PolicyConfig:
     # exactly max-confidence when greedy and softmax(confidence / (w T)) when sampled, and RL
     # learns a correction instead of relearning the rule. None: plain MLP score.
     confidence_skip: float | None = None
+    # Embed the board the MDM is looking at: each position's token, or the MDM's argmax prediction
+    # where it is still masked (the vocabulary size of the MDM; None: not used). This lets the
+    # attention compare what positions are about to receive, e.g. two masked cells of one Sudoku
+    # row predicted to hold the same digit, which no single position's confidence shows.
+    board_vocab: int | None = None
 
     def validate(self) -> None:
         if self.feature_dim < 1 or self.width < 1 or self.mlp_hidden < 1:
@@ -45,6 +50,8 @@ class PolicyConfig:
             raise ValueError(f"width {self.width} is not divisible by n_heads {self.n_heads}")
         if self.restrict_topk is not None and self.restrict_topk < 1:
             raise ValueError("restrict_topk must be at least 1")
+        if self.board_vocab is not None and self.board_vocab < 2:
+            raise ValueError("board_vocab must be the MDM's vocabulary size (at least 2)")
 
 
 @dataclass
@@ -56,6 +63,16 @@ class PolicyInputs:
     masked: torch.Tensor  # [N, L] bool
     block: torch.Tensor  # [N, L] bool
     allowed: torch.Tensor  # [N, L] bool: positions the policy may choose
+    board: torch.Tensor  # [N, L] long: the token at each position, the MDM's argmax where masked
+
+    def take(self, idx) -> PolicyInputs:
+        return PolicyInputs(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+    @staticmethod
+    def cat(parts: list[PolicyInputs]) -> PolicyInputs:
+        return PolicyInputs(
+            *(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PolicyInputs))
+        )
 
 
 def top_probabilities(probs: torch.Tensor, mask_id: int, k: int = TOP_PROBS) -> torch.Tensor:
@@ -83,6 +100,7 @@ def inputs_from_state(state: StepState, mask_id: int, restrict_topk: int | None)
         masked=state.masked,
         block=state.block,
         allowed=allowed_positions(state, restrict_topk),
+        board=torch.where(state.masked, state.logits.argmax(-1), state.tokens),
     )
 
 
@@ -93,6 +111,8 @@ class PolicyNet(nn.Module):
         self.cfg = cfg
         self.bf16 = bf16
         self.proj = nn.Linear(cfg.feature_dim, cfg.width)
+        if cfg.board_vocab is not None:
+            self.board_embed = nn.Embedding(cfg.board_vocab, cfg.width)
         self.norm1 = nn.LayerNorm(cfg.width)
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
         self.out = nn.Linear(cfg.width, cfg.width)
@@ -123,6 +143,8 @@ class PolicyNet(nn.Module):
         dev = inp.features.device.type
         with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=self.bf16):
             x = self.proj(inp.features)
+            if self.cfg.board_vocab is not None:
+                x = x + self.board_embed(inp.board)
             n, l, w = x.shape
             h = self.cfg.n_heads
             qkv = self.qkv(self.norm1(x)).view(n, l, 3, h, w // h).permute(2, 0, 3, 1, 4)

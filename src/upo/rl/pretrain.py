@@ -4,6 +4,13 @@ Decode training puzzles with the reference, record every visited state, and fit 
 cross-entropy towards the reference's distribution over positions (one-hot for deterministic rules,
 i.e. "the reference's choice"; the full softmax for softmax references). Top-1 agreement with the
 reference is reported on states from held-out puzzles.
+
+`target: correct` is the other objective: the answers of the training puzzles say, at every visited
+state, at which positions the MDM's argmax token is right, and the policy is fitted to put its mass
+on those (-log of the probability of choosing any right position). Greedy decoding fails exactly
+when it picks a position whose token is wrong, so this teaches the policy where the MDM's own
+confidence misleads it. Reported: how often the policy's top choice is right on held-out states,
+beside the same figure for the reference.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
-from ..policies.learned import PolicyConfig, PolicyNet, save_policy
+from ..policies.base import NEG_INF
+from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, save_policy
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
 from .grpo import chunks, load_split
@@ -36,6 +44,9 @@ class PretrainConfig:
     train_data: str = "data/sudoku9-train.jsonl"
     reference: str = "confidence"  # any hand rule; its distribution is the target
     decode_with: str | None = None  # rule that visits the states (default: the reference)
+    target: str = (
+        "reference"  # "reference": imitate it; "correct": choose positions the MDM gets right
+    )
     policy: dict = field(default_factory=dict)  # PolicyConfig fields (feature_dim from the MDM)
     n_puzzles: int = 400
     held_out: int = 100
@@ -49,38 +60,54 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.n_puzzles < 1 or self.held_out < 1 or self.epochs < 1 or self.batch_states < 1:
             raise ValueError("n_puzzles, held_out, epochs and batch_states must be positive")
+        if self.lr <= 0 or self.weight_decay < 0 or self.threads < 1:
+            raise ValueError("need lr > 0, weight_decay >= 0 and threads >= 1")
+        if self.target not in ("reference", "correct"):
+            raise ValueError(f"target must be 'reference' or 'correct', got {self.target!r}")
 
 
-def visit_states(mdm, tokens: np.ndarray, decode_rule, reference, seed: int) -> States:
+def informative(states: States) -> torch.Tensor:
+    """[N] states where the choice matters for `target: correct`: some allowed position is right
+    and some is wrong. Elsewhere the any-right loss is constant, so they are not kept."""
+    right = states.correct & states.inputs.allowed
+    return right.any(1) & (states.inputs.allowed & ~states.correct).any(1)
+
+
+def visit_states(
+    mdm,
+    tokens: np.ndarray,
+    decode_rule,
+    reference,
+    seed: int,
+    answers: np.ndarray | None = None,
+    only_informative: bool = False,
+) -> States:
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for idx in chunks(len(tokens), 128):
+        rows = idx.numpy()
         _, states = collect(
             mdm,
-            torch.from_numpy(tokens[idx.numpy()]),
+            torch.from_numpy(tokens[rows]),
             decode_rule,
             reference,
             None,
             gen,
             keep_ref_dist=True,
+            answers=None if answers is None else torch.from_numpy(answers[rows]),
         )
+        if only_informative:
+            states = states.take(informative(states).nonzero().squeeze(1))
         parts.append(states)
     return concat_states(parts)
 
 
 def concat_states(parts: list[States]) -> States:
-    from ..policies.learned import PolicyInputs
-
     def cat(get):
         return torch.cat([get(p) for p in parts])
 
     return States(
-        PolicyInputs(
-            *(
-                cat(lambda p, f=f: getattr(p.inputs, f))
-                for f in ("features", "top_probs", "masked", "block", "allowed")
-            )
-        ),
+        PolicyInputs.cat([p.inputs for p in parts]),
         cat(lambda p: p.item),
         cat(lambda p: p.step),
         cat(lambda p: p.action),
@@ -88,6 +115,7 @@ def concat_states(parts: list[States]) -> States:
         cat(lambda p: p.ref_choice),
         cat(lambda p: p.ref_logp),
         cat(lambda p: p.ref_dist),
+        None if parts[0].correct is None else cat(lambda p: p.correct),
     )
 
 
@@ -95,6 +123,34 @@ def soft_cross_entropy(logp: torch.Tensor, target_logp: torch.Tensor) -> torch.T
     """-sum_i g_ref(i) log g_phi(i) per state; positions outside the target's support contribute 0."""
     target = target_logp.exp()
     return -(target * logp.masked_fill(target == 0, 0.0)).sum(-1)
+
+
+def any_correct_nll(logp: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """-log sum_{i right} g_phi(i) per state, over states where some allowed position is right
+    (elsewhere every choice fails alike and there is nothing to learn)."""
+    hit = torch.logsumexp(logp.masked_fill(~correct, NEG_INF), dim=-1)
+    return -hit[hit > NEG_INF / 2]
+
+
+@torch.no_grad()
+def top1_correct(net: PolicyNet, states: States) -> tuple[float, float]:
+    """(fraction of on-track states where the policy's top choice is right, same for the
+    reference); a state is on track when nothing filled so far is wrong."""
+    mine, ref, n = 0.0, 0.0, 0
+    for idx in chunks(len(states), 1024):
+        s = states.take(idx)
+        on_track = s.correct.any(1)
+        choice = net.log_probs(s.inputs).argmax(1)
+        mine += float(s.correct.gather(1, choice[:, None])[on_track].sum())
+        ref += float(s.correct.gather(1, s.ref_choice[:, None])[on_track].sum())
+        n += int(on_track.sum())
+    return mine / max(n, 1), ref / max(n, 1)
+
+
+def pretrain_loss(cfg: PretrainConfig, logp: torch.Tensor, s: States) -> torch.Tensor:
+    if cfg.target == "correct":
+        return any_correct_nll(logp, s.correct & s.inputs.allowed).mean()
+    return soft_cross_entropy(logp, s.ref_dist).mean()
 
 
 @torch.no_grad()
@@ -128,13 +184,27 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     except ValueError as err:
         raise UpoError(str(err)) from None
     t0 = time.perf_counter()
-    train_states = visit_states(mdm, data.tokens[: cfg.n_puzzles], decode_rule, reference, cfg.seed)
+    answers = data.answers if cfg.target == "correct" else None
+    train_part, held_part = (
+        slice(0, cfg.n_puzzles),
+        slice(cfg.n_puzzles, cfg.n_puzzles + cfg.held_out),
+    )
+    train_states = visit_states(
+        mdm,
+        data.tokens[train_part],
+        decode_rule,
+        reference,
+        cfg.seed,
+        None if answers is None else answers[train_part],
+        only_informative=cfg.target == "correct",
+    )
     held_states = visit_states(
         mdm,
-        data.tokens[cfg.n_puzzles : cfg.n_puzzles + cfg.held_out],
+        data.tokens[held_part],
         decode_rule,
         reference,
         cfg.seed + 1,
+        None if answers is None else answers[held_part],
     )
     t_collect = time.perf_counter() - t0
     net = PolicyNet(
@@ -159,7 +229,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
             lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / total_steps))
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = soft_cross_entropy(net.log_probs(s.inputs), s.ref_dist).mean()
+            loss = pretrain_loss(cfg, net.log_probs(s.inputs), s)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -169,30 +239,33 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
             bar.set_postfix(loss=f"{loss.item():.3f}")
         net.eval()
         agree, ce = agreement(net, held_states)
-        log.write(
-            {
-                "step": step,
-                "epoch": epoch + 1,
-                "train_loss": loss.item(),
-                "held_out_agreement": agree,
-                "held_out_ce": ce,
-            }
-        )
-        bar.write(
-            f"epoch {epoch + 1}: held-out top-1 agreement with {cfg.reference} {agree:.3f}, CE {ce:.3f}"
-        )
+        record = {
+            "step": step,
+            "epoch": epoch + 1,
+            "train_loss": loss.item(),
+            "held_out_agreement": agree,
+            "held_out_ce": ce,
+        }
+        message = f"held-out top-1 agreement with {cfg.reference} {agree:.3f}, CE {ce:.3f}"
+        if cfg.target == "correct":
+            mine, ref = top1_correct(net, held_states)
+            record.update(held_out_top1_correct=mine, reference_top1_correct=ref)
+            message += f"; top choice right {mine:.4f} (reference {ref:.4f})"
+        log.write(record)
+        bar.write(f"epoch {epoch + 1}: {message}")
     bar.close()
     meta = {
         "kind": "policy",
         "task": cfg.task,
         "command": command,
         "commit": git_commit(),
-        "pretrained_on": cfg.reference,
+        "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
         "train_data": cfg.train_data,
         "mdm": cfg.mdm,
         "states": len(train_states),
         "held_out_agreement": agree,
         "held_out_ce": ce,
+        **{k: v for k, v in record.items() if k.endswith("top1_correct")},
         "seconds": round(time.perf_counter() - t0, 1),
         "complete": True,
     }

@@ -30,20 +30,17 @@ class States:
     ref_choice: torch.Tensor  # [N] the reference's greedy position (-1 without a reference)
     ref_logp: torch.Tensor  # [N] log g_ref(action | state) (0 without a reference)
     ref_dist: torch.Tensor | None  # [N, L] reference log-probs over positions, when kept
+    # [N, L] positions where the MDM's argmax token equals the reference answer (when answers were
+    # given), all False once an earlier step filled a position wrongly (the item has failed then,
+    # whatever comes next): the label of correctness-supervised pre-training.
+    correct: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.item)
 
     def take(self, idx: torch.Tensor) -> States:
-        inp = self.inputs
         return States(
-            PolicyInputs(
-                inp.features[idx],
-                inp.top_probs[idx],
-                inp.masked[idx],
-                inp.block[idx],
-                inp.allowed[idx],
-            ),
+            self.inputs.take(idx),
             self.item[idx],
             self.step[idx],
             self.action[idx],
@@ -51,6 +48,7 @@ class States:
             self.ref_choice[idx],
             self.ref_logp[idx],
             None if self.ref_dist is None else self.ref_dist[idx],
+            None if self.correct is None else self.correct[idx],
         )
 
 
@@ -79,15 +77,12 @@ def collect(
     restrict_topk: int | None,
     generator: torch.Generator | None = None,
     keep_ref_dist: bool = False,
+    answers: torch.Tensor | None = None,
 ) -> tuple[Trajectory, States]:
     parts: dict[str, list] = {
         k: []
         for k in (
-            "feat",
-            "top",
-            "masked",
-            "block",
-            "allowed",
+            "inputs",
             "item",
             "step",
             "action",
@@ -95,6 +90,7 @@ def collect(
             "rc",
             "rlp",
             "rd",
+            "correct",
         )
     }
 
@@ -102,11 +98,7 @@ def collect(
         inp = inputs_from_state(state, mdm.mask_id, restrict_topk)
         action = choice.chosen.float().argmax(1)
         ref_choice, ref_logp = reference_view(reference, state, inp.allowed)
-        parts["feat"].append(inp.features)
-        parts["top"].append(inp.top_probs)
-        parts["masked"].append(inp.masked)
-        parts["block"].append(inp.block)
-        parts["allowed"].append(inp.allowed)
+        parts["inputs"].append(inp)
         parts["item"].append(rows)
         parts["step"].append(torch.full_like(rows, state.step))
         parts["action"].append(action)
@@ -119,11 +111,17 @@ def collect(
         )
         if keep_ref_dist:
             parts["rd"].append(ref_logp)
+        if answers is not None:
+            target = answers[rows]
+            on_track = ((state.tokens == target) | state.masked).all(1, keepdim=True)
+            filled = state.logits.argmax(-1)
+            parts["correct"].append((filled == target) & state.masked & on_track)
 
     traj = unmask(mdm, tokens, sampler, k=1, generator=generator, on_step=record)
+    inputs = PolicyInputs.cat(parts.pop("inputs"))
     cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
     states = States(
-        PolicyInputs(cat["feat"], cat["top"], cat["masked"], cat["block"], cat["allowed"]),
+        inputs,
         cat["item"],
         cat["step"],
         cat["action"],
@@ -131,5 +129,6 @@ def collect(
         cat["rc"],
         cat["rlp"],
         cat["rd"],
+        cat["correct"],
     )
     return traj, states
