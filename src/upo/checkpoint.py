@@ -7,6 +7,7 @@ train_state.safetensors + train_state.json. Nothing is ever pickled.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UpoError
-from .io_utils import fresh_tmp_dir, replace_dir, write_json
+from .io_utils import fresh_tmp_dir, recover_dir, replace_dir, write_json
 
 CHECKPOINT_FILES = frozenset(
     {"config.json", "model.safetensors", "meta.json", "train_state.safetensors", "train_state.json"}
@@ -78,6 +79,9 @@ def save_checkpoint(
             tensors.update(extra_tensors or {})
             save_file(tensors, str(tmp / "train_state.safetensors"))
             write_json(tmp / "train_state.json", {**(train_state or {}), **groups})
+        for written in tmp.iterdir():  # on disk before the directory swap makes them current
+            with open(written, "rb") as f:
+                os.fsync(f.fileno())
         replace_dir(tmp, out_dir, owned=CHECKPOINT_FILES)
     except BaseException:
         import shutil
@@ -90,9 +94,14 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise UpoError(f"{path.parent}: not a checkpoint ({path.name} is missing)")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UpoError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise UpoError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
+    if not isinstance(data, dict):
+        raise UpoError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -126,7 +135,14 @@ def load_train_state(ckpt_dir: Path, optimizer) -> tuple[dict, dict]:
     """Restore optimizer moments; return (train_state json, extra tensors such as RNG state)."""
     tensors = read_tensors(ckpt_dir / "train_state.safetensors")
     state = read_json(ckpt_dir / "train_state.json")
-    _load_optimizer(optimizer, tensors, state)
+    if not isinstance(state.get("step"), int) or "param_groups" not in state:
+        raise UpoError(f"{ckpt_dir / 'train_state.json'}: no step or optimizer settings in it")
+    try:
+        _load_optimizer(optimizer, tensors, state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise UpoError(
+            f"{ckpt_dir}: optimizer state does not fit this model ({str(err).splitlines()[0]})"
+        ) from None
     extra = {k: v for k, v in tensors.items() if not k.startswith("opt.")}
     return state, extra
 
@@ -138,6 +154,7 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
     when training should go ahead; raises UpoError for a directory that cannot be used.
     """
     out_dir = Path(out_dir)
+    recover_dir(out_dir, CHECKPOINT_FILES)
     if not resume:
         if (out_dir / "model.safetensors").exists():
             raise UpoError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -26,11 +27,21 @@ def cmd_mdm_train(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if args.n < 1 or args.threads < 1:
+        raise UpoError(f"--n and --threads must be at least 1, got {args.n} and {args.threads}")
+
     return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, like every other upo error."""
+
+    def error(self, message: str):
+        self.exit(2, f"upo: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="upo", description=__doc__)
+    parser = _Parser(prog="upo", description=__doc__)
     sub = parser.add_subparsers(dest="group", required=True)
 
     mdm = sub.add_parser("mdm", help="train the built-in masked diffusion model")
@@ -68,11 +79,25 @@ def main(argv: list[str] | None = None) -> int:
     except UpoError as err:
         print(f"upo: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permission denied, ... on a path the user gave
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"upo: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "upo: interrupted; resume with --resume where the command supports it", file=sys.stderr
         )
         return 130
+    except Exception as err:
+        # A bug, not a user error: still one line, with the traceback on request.
+        if os.environ.get("UPO_DEBUG"):
+            raise
+        what = str(err).splitlines()[0] if str(err) else ""
+        print(
+            f"upo: internal error: {type(err).__name__}: {what} (UPO_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

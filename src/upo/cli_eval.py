@@ -40,6 +40,9 @@ def run_eval(args) -> int:
     from .policies.resolve import resolve_policy
     from .tasks.registry import get_task
 
+    for flag, value in (("--k", args.k), ("--pass-at", args.pass_at), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UpoError(f"{flag} must be at least 1, got {value}")
     task = get_task(args.task)
     mdm = load_mdm(args.mdm, threads=args.threads)
     check_mdm_fits(mdm, task, args.mdm)
@@ -50,6 +53,8 @@ def run_eval(args) -> int:
     batch = load_eval_data(task, args.data, args.n, args.skip_invalid)
     if args.batch_size < 1:
         raise UpoError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if (args.show_order or args.plot) and not 0 <= args.show_item < len(batch):
+        raise UpoError(f"--show-item {args.show_item}: there are {len(batch)} items (0-based)")
     results = []
     for policy in policies:
         runs = len(batch) * (args.pass_at if args.pass_at > 1 and not policy.deterministic else 1)

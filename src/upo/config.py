@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import yaml
 
 from .errors import UpoError
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _check_type(name: str, value, annotation, where: str):
@@ -36,8 +40,13 @@ def _check_type(name: str, value, annotation, where: str):
             raise UpoError(f"{where}: {name} must be a list, got {value!r}")
         (inner, *_) = typing.get_args(annotation) or (object,)
         return [_check_type(name, v, inner, where) for v in value]
+    if annotation is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        # YAML 1.1 reads `1e-3` (no dot) as a string; it is what people write for a rate.
+        value = float(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise UpoError(f"{where}: {name} must be a finite number, got {value!r}")
     if annotation in (int, float, str, bool):
         if isinstance(value, bool) and annotation is not bool:
             raise UpoError(f"{where}: {name} must be {annotation.__name__}, got {value!r}")

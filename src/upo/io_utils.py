@@ -8,11 +8,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import UpoError
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise UpoError(f"{path}: is a directory, expected a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UpoError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -36,19 +43,45 @@ def replace_dir(tmp_dir: Path, final_dir: Path, owned: frozenset[str] = frozense
     """
     final_dir = Path(final_dir)
     old = final_dir.with_name(final_dir.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
+    recover_dir(final_dir, owned, keep=tmp_dir)
     if final_dir.exists():
+        os.replace(final_dir, old)
         # Files the checkpoint does not write itself (metrics.jsonl, tensorboard/) move over to
         # the new directory, one atomic rename each, so a run's logs survive every checkpoint.
         # Names in `owned` belong to the checkpoint: an old one the new one lacks is dropped.
-        for entry in final_dir.iterdir():
+        for entry in old.iterdir():
             if entry.name not in owned and not (tmp_dir / entry.name).exists():
                 os.replace(entry, tmp_dir / entry.name)
-        os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
     if old.exists():
         shutil.rmtree(old)
+
+
+def recover_dir(
+    final_dir: Path, owned: frozenset[str] = frozenset(), keep: Path | None = None
+) -> None:
+    """Undo what a replace_dir killed part-way (SIGKILL, power cut) left behind.
+
+    Killed between its two renames, `final_dir` is missing and `<final_dir>.old` holds the last
+    complete checkpoint: put it back. Logs already moved into a temporary sibling move back too.
+    Leftover temporary siblings (other than `keep`) and a stale `.old` are then removed.
+    """
+    final_dir = Path(final_dir)
+    old = final_dir.with_name(final_dir.name + ".old")
+    if old.is_dir() and not final_dir.exists():
+        os.replace(old, final_dir)
+    if not final_dir.parent.is_dir():
+        return
+    for stray in final_dir.parent.glob(f".{final_dir.name}.tmp*"):
+        if not stray.is_dir() or (keep is not None and stray == Path(keep)):
+            continue
+        if final_dir.is_dir():
+            for entry in stray.iterdir():
+                if entry.name not in owned and not (final_dir / entry.name).exists():
+                    os.replace(entry, final_dir / entry.name)
+        shutil.rmtree(stray, ignore_errors=True)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def fresh_tmp_dir(final_dir: Path) -> Path:
@@ -64,17 +97,27 @@ class JsonlLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after_step is not None and self.path.exists():
-            # On resume, drop lines logged after the checkpoint we resume from.
+            # On resume, drop lines logged after the checkpoint we resume from, and a last line
+            # a killed run left half-written.
             kept = [
                 line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= truncate_after_step
+                for line in self.path.read_text(errors="replace").splitlines()
+                if _step_of(line) is not None and _step_of(line) <= truncate_after_step
             ]
             atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one metrics line; None for a blank, torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step", 0) if isinstance(record, dict) else None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

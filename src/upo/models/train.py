@@ -27,6 +27,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import from_dict, to_dict
+from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..tasks.registry import get_task
 from .tiny import TinyConfig, TinyMDM, masked_diffusion_loss
@@ -63,6 +64,11 @@ class MDMTrainConfig:
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.checkpoint_every < 1:
             raise ValueError("lr must be positive, warmup_steps >= 0, checkpoint_every >= 1")
+        if self.weight_decay < 0 or self.grad_clip <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("need weight_decay >= 0, grad_clip > 0 and 0 <= min_lr_ratio <= 1")
+        for name in ("log_every", "eval_every", "threads", "val_size", "val_puzzles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def lr_at(cfg: MDMTrainConfig, step: int) -> float:
@@ -122,10 +128,13 @@ def masked_accuracy(
 
 def validation_puzzles(task, cfg: MDMTrainConfig):
     """{difficulty level: Batch} made by the task's own generator, fixed seeds."""
-    return {
-        level: task.generate(cfg.val_puzzles, (level, level), seed=10_000 + level)
-        for level in cfg.val_blanks
-    }
+    try:
+        return {
+            level: task.generate(cfg.val_puzzles, (level, level), seed=10_000 + level)
+            for level in cfg.val_blanks
+        }
+    except ValueError as err:  # a level the task cannot make
+        raise UpoError(f"config: val_blanks {cfg.val_blanks}: {err}") from None
 
 
 @torch.no_grad()
@@ -171,8 +180,10 @@ def train_mdm(
     if resume:
         load_weights(model, out_dir / "model.safetensors")
         state, extra = load_train_state(out_dir, opt)
+        if "rng.torch" not in extra:
+            raise UpoError(f"{out_dir}: train_state.safetensors has no random generator state")
         gen.set_state(extra["rng.torch"])
-        start, elapsed = state["step"], state["elapsed"]
+        start, elapsed = state["step"], state.get("elapsed", 0.0)
 
     stream = task.stream(cfg.seed)
     val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))

@@ -86,6 +86,12 @@ class UPOConfig:
             raise ValueError("need beta >= 0, temperature > 0 and 0 < clip_eps < 1")
         if min(self.steps, self.prompts_per_step, self.inner_steps, self.chunk_states) < 1:
             raise ValueError("steps, prompts_per_step, inner_steps and chunk_states must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
+            raise ValueError("need lr > 0, weight_decay >= 0, grad_clip > 0 and warmup_steps >= 0")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if min(self.eval_every, self.checkpoint_every, self.threads, self.val_n) < 1:
+            raise ValueError("eval_every, checkpoint_every, threads and val_n must be >= 1")
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool) -> torch.Tensor:
@@ -295,6 +301,8 @@ def train_upo(
     torch.set_num_threads(cfg.threads)
     task = get_task(cfg.task)
     mdm = load_mdm(cfg.mdm)
+    if getattr(mdm, "task", None) not in (None, cfg.task):
+        raise UpoError(f"{cfg.mdm}: MDM was trained for task {mdm.task}, this run is {cfg.task}")
     ref = make_reference(cfg.reference)
     torch.manual_seed(cfg.seed)
     net = build_policy(cfg, mdm, ref)
@@ -308,17 +316,25 @@ def train_upo(
         print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
         return finished
     if resume:
+        was = read_json(out_dir / "config.json").get("mdm_fingerprint")
+        if was != mdm.fingerprint():
+            raise UpoError(
+                f"{out_dir}: run was trained on MDM {was}, {cfg.mdm} is now {mdm.fingerprint()}"
+            )
         load_weights(net, out_dir / "model.safetensors")
         state, _ = load_train_state(out_dir, opt)
         start = state["step"]
     dist.broadcast_params(net)
 
     train = load_split(task, cfg.train_data, "training data")
-    val = (
-        load_split(task, cfg.val_data, "validation data").select(np.arange(cfg.val_n))
-        if cfg.val_data
-        else None
-    )
+    if len(train) < cfg.prompts_per_step:
+        raise UpoError(
+            f"{cfg.train_data}: has {len(train)} items, prompts_per_step is {cfg.prompts_per_step}"
+        )
+    val = load_split(task, cfg.val_data, "validation data") if cfg.val_data else None
+    if val is not None and len(val) < cfg.val_n:
+        raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
+    val = val.select(np.arange(cfg.val_n)) if val is not None else None
     fingerprint = mdm.fingerprint()
     log = (
         JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)

@@ -173,6 +173,8 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.task)
     mdm = load_mdm(cfg.mdm)
+    if getattr(mdm, "task", None) not in (None, cfg.task):
+        raise UpoError(f"{cfg.mdm}: MDM was trained for task {mdm.task}, this run is {cfg.task}")
     data = load_split(task, cfg.train_data, "training data")
     if len(data) < cfg.n_puzzles + cfg.held_out:
         raise UpoError(

@@ -24,6 +24,13 @@ class Reference:
 
 
 def make_reference(name: str) -> Reference:
+    try:
+        return _make_reference(name)
+    except ValueError as err:  # a bad parameter, e.g. softmax:x or topk:0
+        raise UpoError(f"bad reference {name!r}: {err}") from None
+
+
+def _make_reference(name: str) -> Reference:
     base, _, arg = name.partition(":")
     if name == "none":
         return Reference("none", None, "none", None)
