@@ -85,7 +85,7 @@ def unmask(
     blocks = block_ids(masked, block_size)
     order = torch.full_like(tokens, -1)
     positions, logprobs = [], []
-    nfe = torch.zeros(b, dtype=torch.long)
+    nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)
     step = 0
     while masked.any():
         rows = masked.any(dim=1).nonzero().squeeze(1)
@@ -108,9 +108,9 @@ def unmask(
         order[rows] = sub_order
         masked[rows] = m & ~chosen
         nfe[rows] += 1
-        pos = torch.full((b,), -1, dtype=torch.long)
+        pos = torch.full((b,), -1, dtype=torch.long, device=tokens.device)
         pos[rows] = chosen.float().argmax(dim=1)
-        lp = torch.zeros(b)
+        lp = torch.zeros(b, device=tokens.device)
         lp[rows] = choice.logprob.float()
         positions.append(pos)
         logprobs.append(lp)
@@ -119,6 +119,10 @@ def unmask(
         step += 1
     if not positions:
         return Trajectory(
-            tokens, order, torch.zeros(b, 0, dtype=torch.long), torch.zeros(b, 0), nfe
+            tokens,
+            order,
+            torch.zeros(b, 0, dtype=torch.long, device=tokens.device),
+            torch.zeros(b, 0, device=tokens.device),
+            nfe,
         )
     return Trajectory(tokens, order, torch.stack(positions, 1), torch.stack(logprobs, 1), nfe)

@@ -12,7 +12,36 @@ from ..errors import UpoError
 from .tiny import TinyConfig, TinyMDM
 
 
-def load_mdm(path: str | Path, threads: int | None = None) -> TinyMDM:
+def is_hf_model(path: str | Path) -> bool:
+    """`hf:NAME_OR_DIR`, or a directory holding a transformers config.json (no upo `kind`)."""
+    if str(path).startswith("hf:"):
+        return True
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = read_json(config)
+    except UpoError:
+        return False
+    return "kind" not in data and ("model_type" in data or "architectures" in data)
+
+
+def load_mdm(path: str | Path, threads: int | None = None, options: dict | None = None):
+    """A Denoiser: upo's own MDM checkpoint, or a Hugging Face model (`hf:` + Hub id or
+    directory, or a transformers directory) loaded with `options` (trust_remote_code, dtype,
+    device, mask_id, convention: see upo.models.hf.HFDenoiser.from_pretrained)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if is_hf_model(path):
+        from .hf import HF_OPTIONS, HFDenoiser
+
+        unknown = sorted(set(options or {}) - set(HF_OPTIONS))
+        if unknown:
+            raise UpoError(f"unknown MDM option {unknown[0]!r}; valid: {', '.join(HF_OPTIONS)}")
+        name = str(path).removeprefix("hf:")
+        return HFDenoiser.from_pretrained(name, **(options or {}))
+    if options:
+        raise UpoError(f"{path}: MDM options are for Hugging Face models only")
     path = Path(path)
     if not path.is_dir():
         raise UpoError(f"{path}: MDM checkpoint directory not found")

@@ -1,0 +1,301 @@
+"""Large Hugging Face MDMs (LLaDA, Dream, any AutoModelForMaskedLM) as a Denoiser.
+
+The three calling conventions differ in how padding and positions are passed and in how logits
+line up with the input:
+- "masked-lm" (BERT, ModernBERT, ...): `model(input_ids, attention_mask, position_ids)`, logit i
+  predicts token i. Position ids count real tokens only, so left padding does not shift them.
+- "llada": `model(input_ids, attention_mask=...).logits`, logit i predicts token i; the mask
+  token is a reserved id (126336) named in the config. Positions are rotary (relative), so left
+  padding needs no position ids.
+- "dream": `model(input_ids, attention_mask, position_ids)` with a [B, 1, L, L] boolean mask (or
+  "full" when nothing is padded) and position ids counting real tokens; logit i predicts token
+  i + 1 (Dream started from an autoregressive model), so logits are shifted right by one.
+
+Features are the hidden states entering the last layer, captured by a forward pre-hook during the
+same forward call: asking for all hidden states would keep every layer's activations alive.
+The model's weights are frozen; gradients never reach it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import torch
+from torch import nn
+
+from ..errors import UpoError
+
+CONVENTIONS = ("masked-lm", "llada", "dream")
+HF_OPTIONS = ("trust_remote_code", "dtype", "device", "mask_id", "convention")
+END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
+
+
+def detect_convention(config) -> str:
+    model_type = str(getattr(config, "model_type", "") or "").lower()
+    if model_type.startswith("llada"):
+        return "llada"
+    if model_type.startswith("dream"):
+        return "dream"
+    return "masked-lm"
+
+
+def resolve_mask_id(explicit: int | None, config, tokenizer, source: str) -> int:
+    """The mask token id: the explicit argument, else the model config, else the tokenizer."""
+    if explicit is not None:
+        return int(explicit)
+    from_config = getattr(config, "mask_token_id", None)
+    if isinstance(from_config, int):
+        return from_config
+    from_tokenizer = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
+    if isinstance(from_tokenizer, int):
+        return from_tokenizer
+    raise UpoError(
+        f"{source}: no mask token id: the model config has no mask_token_id and "
+        f"{'the tokenizer has no mask token' if tokenizer is not None else 'there is no tokenizer'}; "
+        "pass mask_id explicitly (LLaDA uses 126336)"
+    )
+
+
+def find_last_layer(model: nn.Module, n_layers: int | None) -> nn.Module:
+    """The last block of the model's main stack of layers: the ModuleList with as many entries
+    as the config has layers, else the longest ModuleList."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise UpoError(f"{type(model).__name__}: no list of layers found to take features from")
+    exact = [m for m in lists if n_layers is not None and len(m) == n_layers]
+    stack = exact[0] if exact else max(lists, key=len)
+    return stack[-1]
+
+
+def _config_int(config, *names) -> int | None:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] position of each token among the real tokens of its row (padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+class HFDenoiser:
+    """A frozen transformers model behind the Denoiser protocol.
+
+    forward(tokens, attention_mask) runs the model on its own device and returns (logits float32
+    with the mask logit at -inf, features) on the device the tokens came from: decoding on GPU
+    keeps everything there, CPU-side callers get CPU tensors.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer=None,
+        mask_id: int | None = None,
+        convention: str | None = None,
+        name: str = "",
+    ):
+        config = getattr(model, "config", None)
+        self.name = name or str(getattr(config, "_name_or_path", "") or type(model).__name__)
+        self.convention = convention or detect_convention(config)
+        if self.convention not in CONVENTIONS:
+            raise UpoError(
+                f"unknown calling convention {self.convention!r}; valid: {', '.join(CONVENTIONS)}"
+            )
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.mask_id = resolve_mask_id(mask_id, config, tokenizer, self.name)
+        self.vocab_size = self._vocab_size(config)
+        if not 0 <= self.mask_id < self.vocab_size:
+            raise UpoError(
+                f"{self.name}: mask id {self.mask_id} is outside the vocabulary of {self.vocab_size}"
+            )
+        self.feature_dim = _config_int(config, "hidden_size", "d_model", "n_embd", "dim")
+        if self.feature_dim is None:
+            raise UpoError(f"{self.name}: the config names no hidden size (hidden_size/d_model)")
+        n_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
+        self._captured: torch.Tensor | None = None
+        self._hook = find_last_layer(model, n_layers).register_forward_pre_hook(
+            self._capture, with_kwargs=True
+        )
+        params = inspect.signature(model.forward).parameters
+        self._takes_positions = "position_ids" in params
+        self.eos_ids = [i for i in self._eos_ids(model, tokenizer) if i != self.mask_id]
+        self.task = None  # upo's MDM checkpoints name their task; an HF model serves several
+
+    def _vocab_size(self, config) -> int:
+        head = None
+        try:
+            head = self.model.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            head = None
+        if isinstance(head, nn.Linear):
+            return head.out_features
+        size = _config_int(config, "vocab_size", "embedding_size")
+        if size is None:
+            raise UpoError(f"{self.name}: the config names no vocab_size")
+        return size
+
+    @staticmethod
+    def _eos_ids(model, tokenizer) -> list[int]:
+        """Token ids that end an answer: the EOS of the config, generation config and tokenizer,
+        and the end-of-turn tokens of chat models (LLaDA-Instruct, Dream-Instruct) when the
+        vocabulary has them."""
+        ids: set[int] = set()
+        sources = (getattr(model, "config", None), getattr(model, "generation_config", None))
+        for source in (*sources, tokenizer):
+            value = getattr(source, "eos_token_id", None) if source is not None else None
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list | tuple):
+                ids.update(v for v in value if isinstance(v, int))
+        if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
+            vocab = tokenizer.get_vocab()
+            ids.update(vocab[t] for t in END_OF_TURN if t in vocab)
+        return sorted(ids)
+
+    def _capture(self, module, args, kwargs):
+        hidden = args[0] if args and torch.is_tensor(args[0]) else kwargs.get("hidden_states")
+        self._captured = hidden
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str,
+        trust_remote_code: bool = False,
+        dtype: str | torch.dtype = "auto",
+        device: str | torch.device | None = None,
+        mask_id: int | None = None,
+        convention: str | None = None,
+    ) -> HFDenoiser:
+        """Load a model (and its tokenizer when there is one) from a local directory or the Hub.
+
+        LLaDA and Dream ship their model code with the weights: they only load with
+        trust_remote_code=True, which is never turned on unless passed here."""
+        try:
+            import transformers
+        except ImportError:
+            raise UpoError("Hugging Face models need transformers: pip install 'upo[hf]'") from None
+        path_or_id = str(path_or_id)
+        if isinstance(dtype, str) and dtype != "auto":
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise UpoError(f"unknown dtype {dtype!r} (e.g. bfloat16, float16, float32, auto)")
+            dtype = getattr(torch, dtype)
+        try:
+            config = transformers.AutoConfig.from_pretrained(
+                path_or_id, trust_remote_code=trust_remote_code
+            )
+            convention = convention or detect_convention(config)
+            auto = (
+                transformers.AutoModelForMaskedLM
+                if convention == "masked-lm"
+                else transformers.AutoModel
+            )
+            model = auto.from_pretrained(
+                path_or_id, config=config, trust_remote_code=trust_remote_code, dtype=dtype
+            )
+        except ValueError as err:
+            text = str(err)
+            if "trust_remote_code" in text:
+                raise UpoError(
+                    f"{path_or_id}: this model ships its own code; load it with "
+                    "trust_remote_code=True (--trust-remote-code) only if you trust that code"
+                ) from None
+            raise UpoError(f"{path_or_id}: cannot load model ({text.splitlines()[0]})") from None
+        except OSError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UpoError(
+                f"{path_or_id}: cannot load model ({first}); offline, give a local directory"
+            ) from None
+        tokenizer = None
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                path_or_id, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError, TypeError, KeyError):
+            tokenizer = None  # a model without tokenizer files still decodes token ids
+        vocab = _config_int(config, "vocab_size", "embedding_size")
+        if tokenizer is not None and vocab and len(tokenizer) < vocab // 2:
+            # transformers builds a near-empty tokenizer when a directory has no tokenizer
+            # files; its ids (a [MASK] among 5 tokens) do not belong to this model.
+            tokenizer = None
+        if device is not None:
+            model = model.to(device)
+        return cls(model, tokenizer, mask_id=mask_id, convention=convention, name=path_or_id)
+
+    @torch.no_grad()
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out_device = tokens.device
+        dev = self.device
+        ids = tokens.to(dev)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(ids, dtype=torch.bool)
+        mask = attention_mask.to(dev).bool()
+        padded = not bool(mask.all())
+        self._captured = None
+        if self.convention == "llada":
+            out = self.model(ids, attention_mask=mask.long() if padded else None)
+        elif self.convention == "dream":
+            if padded:
+                # Every query (padding too) sees the real keys: a fully masked query row gives
+                # NaN, which a 0 attention weight does not cancel in the next layer (0 * NaN).
+                pair = mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+                out = self.model(ids, pair, real_positions(mask))
+            else:
+                out = self.model(ids, "full", None)
+        else:
+            kwargs = {"attention_mask": mask.long()}
+            if self._takes_positions:
+                kwargs["position_ids"] = real_positions(mask)
+            out = self.model(input_ids=ids, **kwargs)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        features = self._captured
+        self._captured = None
+        if features is None or features.shape[:2] != ids.shape:
+            raise UpoError(
+                f"{self.name}: could not capture the hidden states entering the last layer "
+                f"(got {None if features is None else tuple(features.shape)})"
+            )
+        logits = logits[..., : self.vocab_size].float()
+        if padded:
+            # Padded rows are never decoded, but models may leave NaN there (a query with every
+            # key masked); zeros keep NaN out of anything that pools over positions. Before
+            # Dream's shift, so the first real token cannot inherit a padded row's NaN.
+            real = mask[..., None]
+            logits = torch.where(real, logits, torch.zeros_like(logits))
+            features = torch.where(real, features, torch.zeros_like(features))
+        if self.convention == "dream":
+            # Logit i - 1 predicts token i. A row's first real token has no predecessor: like
+            # Dream's position 0 it keeps its own logits, so left padding changes nothing.
+            shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            before = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1)
+            first = (mask & ~before)[..., None]
+            logits = torch.where(first, logits, shifted)
+        logits[..., self.mask_id] = float("-inf")
+        return logits.to(out_device), features.to(out_device)
+
+    __call__ = forward
+
+    def fingerprint(self) -> str:
+        """Identifies the model from its config and a sample of every weight tensor (hashing all
+        8B weights would take minutes)."""
+        h = hashlib.sha256()
+        config = getattr(self.model, "config", None)
+        if config is not None:
+            h.update(config.to_json_string(use_diff=False).encode())
+        for name, p in self.model.named_parameters():
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            sample = p.detach().flatten()[:16].float().cpu()
+            h.update(sample.numpy().tobytes())
+        return f"hf-{h.hexdigest()[:16]}"

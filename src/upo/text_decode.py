@@ -1,0 +1,187 @@
+"""Text generation with an MDM: prompt + gen_length masks, decoded by the common `unmask` loop.
+
+Prompts are left-padded, so every item's answer region is the last gen_length positions and
+semi-autoregressive blocks line up across the batch. The answer is the text before the first
+EOS / end-of-turn token (an MDM fills the whole region; what follows the first EOS is padding).
+Decoding runs on the MDM's device with a generator there, so on a GPU nothing crosses to the CPU
+until the final tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .decode import unmask
+from .errors import UpoError
+from .evaluate import PolicyResult, wilson_interval
+from .policies.base import Policy
+from .tasks.base import Batch
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool = True, system: str | None = None) -> list[int]:
+    """Token ids of one prompt, through the tokenizer's chat template when it has one."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def encode_prompts(
+    tokenizer,
+    prompts: list[str],
+    gen_length: int,
+    mask_id: int,
+    chat: bool = True,
+    system: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(tokens [B, L], attention_mask [B, L], prompt lengths): left padding, then gen_length
+    mask tokens per item."""
+    if gen_length < 1:
+        raise UpoError(f"gen_length must be at least 1, got {gen_length}")
+    ids = [prompt_ids(tokenizer, p, chat, system) for p in prompts]
+    longest = max((len(i) for i in ids), default=0)
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    length = longest + gen_length
+    tokens = np.full((len(ids), length), pad, dtype=np.int64)
+    attention = np.zeros((len(ids), length), dtype=bool)
+    for row, seq in enumerate(ids):
+        start = longest - len(seq)
+        tokens[row, start:longest] = seq
+        tokens[row, longest:] = mask_id
+        attention[row, start:] = True
+    return tokens, attention, [len(i) for i in ids]
+
+
+def answer_text(tokenizer, ids, eos_ids) -> str:
+    """Decoded answer tokens up to (not including) the first EOS / end-of-turn token."""
+    ids = [int(i) for i in ids]
+    stops = set(eos_ids)
+    for i, t in enumerate(ids):
+        if t in stops:
+            ids = ids[:i]
+            break
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def steps_to_k(gen_length: int, steps: int | None, k: int) -> int:
+    """Positions revealed per step: gen_length / steps when steps is given (LLaDA's `steps`)."""
+    if steps is None:
+        return k
+    if steps < 1 or gen_length % steps:
+        raise UpoError(f"steps {steps} must divide gen_length {gen_length}")
+    return gen_length // steps
+
+
+def decode_batch(
+    denoiser,
+    batch: Batch,
+    policy: Policy,
+    block_size: int | None,
+    k: int = 1,
+    batch_size: int = 8,
+    seed: int = 0,
+    token_temperature: float = 0.0,
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode every item of a text batch on the denoiser's device; (outputs, order, nfe) numpy."""
+    device = getattr(denoiser, "device", torch.device("cpu"))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    outs, orders, nfes = [], [], []
+    for start in range(0, len(batch), batch_size):
+        part = batch.select(np.arange(start, min(start + batch_size, len(batch))))
+        traj = unmask(
+            denoiser,
+            torch.from_numpy(part.tokens).to(device),
+            policy,
+            attention_mask=torch.from_numpy(part.attention_mask).to(device),
+            k=k,
+            token_temperature=token_temperature,
+            block_size=block_size,
+            generator=gen,
+        )
+        outs.append(traj.tokens.cpu().numpy())
+        orders.append(traj.order.cpu().numpy())
+        nfes.append(traj.nfe.cpu().numpy())
+        if progress is not None:
+            progress(len(part))
+    return np.concatenate(outs), np.concatenate(orders), np.concatenate(nfes)
+
+
+def evaluate_text(
+    denoiser,
+    task,
+    batch: Batch,
+    policy: Policy,
+    batch_size: int = 8,
+    k: int = 1,
+    seed: int = 0,
+    progress=None,
+) -> PolicyResult:
+    """`upo.evaluate.evaluate_policy` for text tasks: the same result record, decoded on the
+    MDM's device with the task's semi-autoregressive blocks."""
+    start = time.perf_counter()
+    outputs, order, nfe = decode_batch(
+        denoiser, batch, policy, task.block_length, k, batch_size, seed, progress=progress
+    )
+    seconds = time.perf_counter() - start
+    solved = task.solved(batch, outputs)
+    cell = task.cell_acc(batch, outputs)
+    n = len(batch)
+    return PolicyResult(
+        policy=policy.name,
+        solve_rate=float(solved.mean()) if n else 0.0,
+        solve_ci95=wilson_interval(float(solved.sum()), n),
+        cell_acc=float(cell.mean()) if n else 0.0,
+        nfe=float(nfe.mean()) if n else 0.0,
+        seconds=seconds,
+        items_per_s=n / max(seconds, 1e-9),
+        solved=solved,
+        outputs=outputs,
+        order=order,
+    )
+
+
+def generate(
+    denoiser,
+    prompts: list[str],
+    policy: Policy,
+    gen_length: int = 128,
+    block_length: int | None = 32,
+    steps: int | None = None,
+    k: int = 1,
+    chat: bool = True,
+    system: str | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    token_temperature: float = 0.0,
+) -> list[str]:
+    """Answers to `prompts`, one string each (text before the first EOS)."""
+    tokenizer = getattr(denoiser, "tokenizer", None)
+    if tokenizer is None:
+        raise UpoError("text generation needs an MDM with a tokenizer")
+    if block_length is not None and (block_length < 1 or gen_length % block_length):
+        raise UpoError(f"block_length {block_length} must divide gen_length {gen_length}")
+    tokens, attention, _ = encode_prompts(
+        tokenizer, prompts, gen_length, denoiser.mask_id, chat, system
+    )
+    batch = Batch(tokens, np.full_like(tokens, -1), attention)
+    outputs, _, _ = decode_batch(
+        denoiser,
+        batch,
+        policy,
+        block_length,
+        steps_to_k(gen_length, steps, k),
+        batch_size,
+        seed,
+        token_temperature,
+    )
+    eos = getattr(denoiser, "eos_ids", [])
+    return [answer_text(tokenizer, row[-gen_length:], eos) for row in outputs]
