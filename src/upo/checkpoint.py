@@ -84,9 +84,9 @@ def save_checkpoint(
                 os.fsync(f.fileno())
         replace_dir(tmp, out_dir, owned=CHECKPOINT_FILES)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Interrupted part-way (Ctrl-C, disk full): put the last complete checkpoint and the
+        # logs already moved into `tmp` back in place, then drop `tmp`.
+        recover_dir(out_dir, CHECKPOINT_FILES)
         raise
 
 
@@ -139,6 +139,11 @@ def load_train_state(ckpt_dir: Path, optimizer) -> tuple[dict, dict]:
         raise UpoError(f"{ckpt_dir / 'train_state.json'}: no step or optimizer settings in it")
     try:
         _load_optimizer(optimizer, tensors, state)
+        for group in optimizer.param_groups:  # load_state_dict does not compare moment shapes
+            for p in group["params"]:
+                for key, t in optimizer.state.get(p, {}).items():
+                    if torch.is_tensor(t) and t.dim() and t.shape != p.shape:
+                        raise ValueError(f"{key} has shape {tuple(t.shape)}, not {tuple(p.shape)}")
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise UpoError(
             f"{ckpt_dir}: optimizer state does not fit this model ({str(err).splitlines()[0]})"

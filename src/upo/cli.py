@@ -29,6 +29,8 @@ def cmd_demo(args) -> int:
 
     if args.n < 1 or args.threads < 1:
         raise UpoError(f"--n and --threads must be at least 1, got {args.n} and {args.threads}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UpoError(f"--out {args.out}: is a file, expected a directory for the report")
 
     return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads)
 
