@@ -12,6 +12,7 @@ One training step:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -28,7 +29,14 @@ from ..errors import UpoError
 from ..evaluate import evaluate_policy
 from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
-from ..policies.learned import LearnedPolicy, PolicyConfig, PolicyNet, load_policy, save_policy
+from ..policies.learned import (
+    LearnedPolicy,
+    PolicyConfig,
+    PolicyInputs,
+    PolicyNet,
+    load_policy,
+    save_policy,
+)
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
 from .references import Reference, make_reference
@@ -70,8 +78,17 @@ class UPOConfig:
     threads: int = 2
     eval_every: int = 20
     checkpoint_every: int = 5
+    # Hugging Face MDMs: load options (trust_remote_code, dtype, device, mask_id, convention)
+    # and text-task settings (gen_length, block_length, chat, system). Empty for upo's own MDMs.
+    mdm_options: dict = field(default_factory=dict)
+    task_options: dict = field(default_factory=dict)
+    # Where rollout features are cached for the mu update steps: "device" (the MDM's, fastest)
+    # or "cpu" (frees accelerator memory; each chunk is copied over when the update uses it).
+    feature_cache: str = "device"
 
     def validate(self) -> None:
+        if self.feature_cache not in ("device", "cpu"):
+            raise ValueError(f"feature_cache must be 'device' or 'cpu', got {self.feature_cache!r}")
         if self.init not in ("pretrained", "random"):
             raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
         if self.init == "pretrained" and not self.pretrained:
@@ -104,7 +121,15 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool) -> tor
 
 
 def per_item_sum(values: torch.Tensor, item: torch.Tensor, n_items: int) -> torch.Tensor:
-    return torch.zeros(n_items, dtype=values.dtype).index_add(0, item, values)
+    return torch.zeros(n_items, dtype=values.dtype, device=values.device).index_add(0, item, values)
+
+
+def inputs_on(net, inputs: PolicyInputs) -> PolicyInputs:
+    """The policy inputs with their features on the network's device (feature_cache: cpu)."""
+    device = next(net.parameters()).device
+    if inputs.features.device == device:
+        return inputs
+    return dataclasses.replace(inputs, features=inputs.features.to(device, non_blocking=True))
 
 
 def chunks(n: int, size: int):
@@ -117,7 +142,7 @@ def action_logprobs(net, states: States, temperature: float, chunk: int) -> torc
     with torch.no_grad():
         return torch.cat(
             [
-                net.log_probs(states.take(i).inputs, temperature)
+                net.log_probs(inputs_on(net, states.take(i).inputs), temperature)
                 .gather(1, states.action[i, None])
                 .squeeze(1)
                 for i in chunks(len(states), chunk)
@@ -140,12 +165,15 @@ def update(
 ) -> UpdateStats:
     """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls)."""
     n_items = len(adv)
-    steps_per_item = per_item_sum(torch.ones(len(states)), states.item, n_items)
+    adv = adv.to(states.item.device)
+    steps_per_item = per_item_sum(
+        torch.ones(len(states), device=states.item.device), states.item, n_items
+    )
     old = action_logprobs(net, states, cfg.temperature, cfg.chunk_states)
     if cfg.step_aggregation == "mean":
         weight = 1.0 / (steps_per_item[states.item] * n_items)
     else:
-        weight = torch.full((len(states),), 1.0 / n_items)
+        weight = torch.full((len(states),), 1.0 / n_items, device=states.item.device)
     old_traj = per_item_sum(old, states.item, n_items)
     ref_traj = per_item_sum(states.ref_logp, states.item, n_items)
     stats = UpdateStats()
@@ -165,7 +193,7 @@ def update(
         total, clipped, reg_value, ent, agree = 0.0, 0.0, 0.0, 0.0, 0.0
         for idx in chunks(len(states), cfg.chunk_states):
             s = states.take(idx)
-            logp_all = net.log_probs(s.inputs, cfg.temperature)
+            logp_all = net.log_probs(inputs_on(net, s.inputs), cfg.temperature)
             new = logp_all.gather(1, s.action[:, None]).squeeze(1)
             ratio = torch.exp(new - old[idx])
             a = adv[s.item]
@@ -217,7 +245,9 @@ class Distributed:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                dist.init_process_group("gloo")
+                # Statistics are CPU tensors (gloo); GPU gradients go through NCCL.
+                backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+                dist.init_process_group(backend)
             self.dist = dist
 
     @property
@@ -267,9 +297,18 @@ class Distributed:
 
 
 def load_split(task, path: str, what: str):
+    if hasattr(task, "bind"):  # a text task: its loader says what to download when missing
+        return task.load(path)
     if not Path(path).is_file():
         raise UpoError(f"{path}: {what} file not found (make it with `upo data make`)")
     return task.load(path)
+
+
+def evaluate_on(mdm, task, batch, policy):
+    """Text tasks decode on the MDM's device with their blocks; the others as `upo eval` does."""
+    if hasattr(task, "evaluate"):
+        return task.evaluate(mdm, batch, policy)
+    return evaluate_policy(mdm, task, batch, policy)
 
 
 def build_policy(cfg: UPOConfig, mdm, ref: Reference) -> PolicyNet:
@@ -299,13 +338,19 @@ def train_upo(
             f"prompts_per_step {cfg.prompts_per_step} is smaller than the {dist.world} processes"
         )
     torch.set_num_threads(cfg.threads)
-    task = get_task(cfg.task)
-    mdm = load_mdm(cfg.mdm)
+    task = get_task(cfg.task, cfg.task_options or None)
+    options = dict(cfg.mdm_options)
+    if options.get("device") == "cuda" and dist.world > 1:
+        options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    mdm = load_mdm(cfg.mdm, options=options or None)
+    if hasattr(task, "bind"):
+        task = task.bind(mdm)  # text tasks speak the MDM's tokenizer
+    device = getattr(mdm, "device", torch.device("cpu"))
     if getattr(mdm, "task", None) not in (None, cfg.task):
         raise UpoError(f"{cfg.mdm}: MDM was trained for task {mdm.task}, this run is {cfg.task}")
     ref = make_reference(cfg.reference)
     torch.manual_seed(cfg.seed)
-    net = build_policy(cfg, mdm, ref)
+    net = build_policy(cfg, mdm, ref).to(device)
     net.train()
     opt = torch.optim.AdamW(
         net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas)
@@ -352,7 +397,7 @@ def train_upo(
         writer = SummaryWriter(str(out_dir / "tensorboard"))
     baseline = None
     if val is not None and dist.main:
-        baseline = evaluate_policy(mdm, task, val, make_rule("confidence")).solve_rate
+        baseline = evaluate_on(mdm, task, val, make_rule("confidence")).solve_rate
     if dist.main:
         print(
             f"policy: {net.num_parameters():,} parameters; reference {ref.name} ({ref.regulariser}), "
@@ -397,14 +442,23 @@ def train_upo(
         prompts = prompts[dist.rank :: dist.world]
         items = np.repeat(prompts, cfg.group_size)
         batch = train.select(items)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)) + dist.rank)
+        gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)) + dist.rank)
         t0 = time.perf_counter()
         net.eval()
         traj, states = collect(
-            mdm, torch.from_numpy(batch.tokens), sampler, ref.policy, ref.restrict_topk, gen
+            mdm,
+            torch.from_numpy(batch.tokens).to(device),
+            sampler,
+            ref.policy,
+            ref.restrict_topk,
+            gen,
+            attention_mask=torch.from_numpy(batch.attention_mask).to(device),
+            block_size=getattr(task, "block_length", None),
         )
+        if cfg.feature_cache == "cpu":
+            states.inputs.features = states.inputs.features.cpu()
         t_rollout = time.perf_counter() - t0
-        outputs = traj.tokens.numpy()
+        outputs = traj.tokens.cpu().numpy()
         reward_np = (
             task.cell_acc(batch, outputs)
             if cfg.reward == "cell_acc"
@@ -439,7 +493,7 @@ def train_upo(
         if val is not None and dist.main and (done % cfg.eval_every == 0 or done == cfg.steps):
             net.eval()
             greedy = LearnedPolicy(net, mdm.mask_id, greedy=True)
-            res = evaluate_policy(mdm, task, val, greedy)
+            res = evaluate_on(mdm, task, val, greedy)
             last_val = {
                 "val_solve_rate": res.solve_rate,
                 "val_cell_acc": res.cell_acc,

@@ -56,7 +56,8 @@ def reference_view(reference: Policy | None, state: StepState, allowed: torch.Te
     """(greedy choice [B], log-probs over positions [B, L]) of the reference at this state."""
     if reference is None:
         b, l = allowed.shape
-        return torch.full((b,), -1, dtype=torch.long), torch.zeros(b, l)
+        dev = allowed.device
+        return torch.full((b,), -1, dtype=torch.long, device=dev), torch.zeros(b, l, device=dev)
     logp = reference.log_probs(state)
     if reference.deterministic:
         choice = top_by_score(reference.greedy_scores(state), state.candidates, 1).float().argmax(1)
@@ -78,6 +79,8 @@ def collect(
     generator: torch.Generator | None = None,
     keep_ref_dist: bool = False,
     answers: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    block_size: int | None = None,
 ) -> tuple[Trajectory, States]:
     parts: dict[str, list] = {
         k: []
@@ -107,7 +110,7 @@ def collect(
         parts["rlp"].append(
             ref_logp.gather(1, action[:, None]).squeeze(1)
             if reference is not None
-            else torch.zeros(len(rows))
+            else torch.zeros(len(rows), device=rows.device)
         )
         if keep_ref_dist:
             parts["rd"].append(ref_logp)
@@ -117,7 +120,16 @@ def collect(
             filled = state.logits.argmax(-1)
             parts["correct"].append((filled == target) & state.masked & on_track)
 
-    traj = unmask(mdm, tokens, sampler, k=1, generator=generator, on_step=record)
+    traj = unmask(
+        mdm,
+        tokens,
+        sampler,
+        attention_mask=attention_mask,
+        k=1,
+        block_size=block_size,
+        generator=generator,
+        on_step=record,
+    )
     inputs = PolicyInputs.cat(parts.pop("inputs"))
     cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
     states = States(

@@ -120,6 +120,12 @@ class TextTask:
     def difficulty(self, batch: Batch) -> np.ndarray:
         return np.array([int(m.get("level", 0) or 0) for m in batch.meta])
 
+    def evaluate(self, denoiser, batch: Batch, policy, batch_size: int = 8, k: int = 1, seed=0):
+        """Greedy-token decoding of `batch` with `policy`, scored: a PolicyResult."""
+        from ...text_decode import evaluate_text
+
+        return evaluate_text(denoiser, self, batch, policy, batch_size, k, seed)
+
 
 @dataclass
 class GSM8K(TextTask):
