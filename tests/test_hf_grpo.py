@@ -118,3 +118,24 @@ def test_llada_recipes_have_the_paper_settings(name):
     assert cfg.adam_betas == [0.9, 0.99]
     assert cfg.mdm_options["trust_remote_code"] is True
     assert cfg.mdm_options["dtype"] == "bfloat16"
+
+
+def test_text_eval_compares_rules_and_the_trained_policy(model_dir, tmp_path, capsys):
+    from upo.text_decode import run_text_eval
+
+    train_upo(tiny_run(model_dir, steps=1, val_data=None), tmp_path / "pol")
+    out = tmp_path / "eval.json"
+    argv = [
+        "--task", "countdown", "--mdm", f"hf:{model_dir}", "--trust-remote-code",
+        "--data", str(FIXTURES / "countdown.jsonl"), "--gen-length", "8", "--block-length", "4",
+        "--policies", f"confidence,random,{tmp_path / 'pol'}", "--json", str(out), "--show", "1",
+    ]  # fmt: skip
+    assert run_text_eval(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["task"] == "countdown" and report["n"] == 2
+    assert [r["policy"] for r in report["results"]] == ["confidence", "random", "pol"]
+    assert all(r["nfe"] == 8 and 0 <= r["solve_rate"] <= 1 for r in report["results"])
+    assert "| confidence |" in capsys.readouterr().out
+    # Without trust_remote_code: one line, exit code 2.
+    assert run_text_eval(argv[:4] + argv[5:]) == 2
+    assert "trust_remote_code" in capsys.readouterr().err

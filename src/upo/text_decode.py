@@ -185,3 +185,93 @@ def generate(
     )
     eos = getattr(denoiser, "eos_ids", [])
     return [answer_text(tokenizer, row[-gen_length:], eos) for row in outputs]
+
+
+def run_text_eval(argv: list[str] | None = None) -> int:
+    """`python -m upo.text_decode`: `upo eval` for text tasks on a Hugging Face MDM."""
+    import argparse
+    import sys
+
+    from tqdm import tqdm
+
+    from .evaluate import markdown_table
+    from .io_utils import write_json
+    from .models.registry import load_mdm
+    from .policies.resolve import resolve_policy
+    from .tasks.registry import TEXT_TASK_NAMES, get_task
+
+    p = argparse.ArgumentParser(prog="python -m upo.text_decode", description=run_text_eval.__doc__)
+    p.add_argument("--task", required=True, choices=TEXT_TASK_NAMES)
+    p.add_argument("--mdm", required=True, help="hf:HUB_ID, hf:DIR or a transformers directory")
+    p.add_argument("--data", required=True, help="JSONL / JSON / Parquet / CSV, or hf:NAME:SPLIT")
+    p.add_argument("--policies", default="confidence,random")
+    p.add_argument("--trust-remote-code", action="store_true", help="needed by LLaDA and Dream")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--mask-id", type=int)
+    p.add_argument("--gen-length", type=int)
+    p.add_argument("--block-length", type=int, help="0 = one block")
+    p.add_argument("--no-chat", action="store_true", help="do not use the chat template")
+    p.add_argument("--k", type=int, default=1, help="positions revealed per step")
+    p.add_argument("--n", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write results as JSON (the `upo eval --json` format)")
+    p.add_argument("--show", type=int, default=0, help="print the first N answers per policy")
+    args = p.parse_args(argv)
+    try:
+        options = {}
+        if args.gen_length is not None:
+            options["gen_length"] = args.gen_length
+        if args.block_length is not None:
+            options["block_length"] = args.block_length or None
+        if args.no_chat:
+            options["chat"] = False
+        mdm_options = {
+            "trust_remote_code": args.trust_remote_code,
+            "dtype": args.dtype,
+            "device": args.device,
+            "mask_id": args.mask_id,
+        }
+        mdm = load_mdm(args.mdm, options=mdm_options)
+        task = get_task(args.task, options).bind(mdm)
+        if (args.n is not None and args.n < 1) or args.batch_size < 1 or args.k < 1:
+            raise UpoError("--n, --batch-size and --k must be at least 1")
+        batch = task.load(args.data, n=args.n)
+        results = []
+        for name in [s.strip() for s in args.policies.split(",") if s.strip()]:
+            policy = resolve_policy(name, mdm)
+            if hasattr(policy, "net"):
+                policy.net.to(mdm.device)
+            with tqdm(total=len(batch), desc=f"eval {policy.name}", file=sys.stderr) as bar:
+                res = evaluate_text(
+                    mdm, task, batch, policy, args.batch_size, args.k, args.seed, bar.update
+                )
+            results.append(res)
+            for text in task.answers(batch, res.outputs)[: args.show]:
+                print(f"--- {policy.name}: {text!r}")
+    except UpoError as err:
+        print(f"upo: error: {err}", file=sys.stderr)
+        return 2
+    print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}\n")
+    print(markdown_table(results))
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "task": task.name,
+                "n": len(batch),
+                "mdm": args.mdm,
+                "data": args.data,
+                "k": args.k,
+                "seed": args.seed,
+                "gen_length": task.gen_length,
+                "block_length": task.block_length,
+                "results": [r.summary() for r in results],
+            },
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_text_eval())
