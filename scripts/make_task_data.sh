@@ -14,3 +14,11 @@ if [ "$PART" = addition ] || [ "$PART" = all ]; then
   $UPO data make addition --n 2000 --seed 603 --difficulty 1-16 --out data/addition-train.jsonl \
     --exclude data/addition-test.jsonl data/addition-val.jsonl
 fi
+if [ "$PART" = addition ] || [ "$PART" = all ]; then
+  # Carry-heavy additions (half the columns pass a carry on), 8-16 digits: where order matters.
+  $UPO data make addition-carry --n 1000 --seed 611 --difficulty 8-16 --out data/addition-carry-test.jsonl
+  $UPO data make addition-carry --n 300 --seed 612 --difficulty 8-16 --out data/addition-carry-val.jsonl \
+    --exclude data/addition-carry-test.jsonl
+  $UPO data make addition-carry --n 2000 --seed 613 --difficulty 8-16 --out data/addition-carry-train.jsonl \
+    --exclude data/addition-carry-test.jsonl data/addition-carry-val.jsonl
+fi

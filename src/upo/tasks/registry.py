@@ -13,6 +13,8 @@ from .zebra import ZebraSpec, ZebraTask
 # (4x4: at most 13 seen in 1000 draws; 5x5: at most 20).
 OTHER_TASKS = {
     "addition": lambda: AdditionTask(AdditionSpec(16)),
+    # The same layout (an addition MDM evaluates it) with half the columns passing a carry on.
+    "addition-carry": lambda: AdditionTask(AdditionSpec(16, carry_rate=0.5)),
     "zebra4": lambda: ZebraTask(ZebraSpec(4, 4, 14)),
     "zebra5": lambda: ZebraTask(ZebraSpec(5, 5, 22)),
 }

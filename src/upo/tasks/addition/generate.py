@@ -2,7 +2,8 @@
 
 An item with n digits has one operand of exactly n digits; the other has n digits half of the
 time and otherwise a uniform 1..n, and the two are swapped at random. Digits are uniform, so carry
-chains (runs of columns summing to 9) are as frequent as in random numbers.
+chains (runs of columns summing to 9) are as frequent as in random numbers, unless the spec's
+carry_rate makes columns sum to 9 on purpose (the `addition-carry` variant).
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ def random_operands(
         return np.where(col < start, 0, digits)
 
     x, y = number(n_digits), number(other)
+    if spec.carry_rate:
+        # Columns where both numbers have digits may be set to sum to 9 (keeping y's lead digit
+        # non-zero, so the number of digits stays what was drawn).
+        col = np.arange(d)[None, :]
+        both = col >= d - other[:, None]
+        lead = col == d - other[:, None]
+        chain = both & (rng.random((b, d)) < spec.carry_rate) & ~(lead & (x == 9))
+        y = np.where(chain, 9 - x, y)
     swap = rng.random(b) < 0.5
     return np.where(swap[:, None], y, x), np.where(swap[:, None], x, y)
 

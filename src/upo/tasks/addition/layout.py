@@ -26,10 +26,13 @@ VOCAB_SIZE = 13
 @dataclass(frozen=True)
 class AdditionSpec:
     digits: int  # D: the most digits an operand may have
+    # Chance that a column is drawn to sum to 9, which passes an incoming carry on: long carry
+    # chains, rare in random numbers, become common. 0 for plain random digits.
+    carry_rate: float = 0.0
 
     @property
     def name(self) -> str:
-        return "addition"
+        return "addition-carry" if self.carry_rate else "addition"
 
     @property
     def seq_len(self) -> int:
