@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -65,18 +66,20 @@ def recover_dir(
     Killed between its two renames, `final_dir` is missing and `<final_dir>.old` holds the last
     complete checkpoint: put it back. Logs already moved into a temporary sibling move back too.
     Leftover temporary siblings (other than `keep`) and a stale `.old` are then removed.
+    Several processes of one run may do this at once: a path another one moved is skipped.
     """
     final_dir = Path(final_dir)
     old = final_dir.with_name(final_dir.name + ".old")
     if old.is_dir() and not final_dir.exists():
-        os.replace(old, final_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(old, final_dir)
     if not final_dir.parent.is_dir():
         return
     for stray in final_dir.parent.glob(f".{final_dir.name}.tmp*"):
         if not stray.is_dir() or (keep is not None and stray == Path(keep)):
             continue
-        if final_dir.is_dir():
-            for entry in stray.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            for entry in stray.iterdir() if final_dir.is_dir() else ():
                 if entry.name not in owned and not (final_dir / entry.name).exists():
                     os.replace(entry, final_dir / entry.name)
         shutil.rmtree(stray, ignore_errors=True)
