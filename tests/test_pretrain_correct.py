@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from toy_denoiser import ChainDenoiser
@@ -32,7 +33,9 @@ def test_correct_labels_are_argmax_equals_answer_while_on_track():
     for i in range(len(states)):
         masked = states.inputs.masked[i]
         # Rebuild the state's tokens: unmasked positions hold what was filled before this step.
-        filled_before = states.action[(states.item == states.item[i]) & (states.step < states.step[i])]
+        filled_before = states.action[
+            (states.item == states.item[i]) & (states.step < states.step[i])
+        ]
         revealed = torch.zeros_like(masked)
         revealed[filled_before] = True
         assert torch.equal(revealed, ~masked)
@@ -58,6 +61,22 @@ def test_any_correct_nll_value_and_dropped_states():
     assert abs(loss.item() - expected) < 1e-5
 
 
+def test_pointwise_term_is_logistic_loss_on_masked_positions_of_on_track_states():
+    mdm = ChainDenoiser(seq_len=5)
+    states = chain_states(mdm, 4)
+    torch.manual_seed(0)
+    net = PolicyNet(PolicyConfig(feature_dim=mdm.feature_dim, width=16, n_heads=2, mlp_hidden=16))
+    listwise_only = pretrain_loss(PretrainConfig(target="correct"), net, states)
+    both = pretrain_loss(PretrainConfig(target="correct", pointwise_weight=2.0), net, states)
+    with torch.no_grad():
+        scores = net(states.inputs)
+    where = states.inputs.masked & states.correct.any(1, keepdim=True)
+    p = torch.sigmoid(scores[where])
+    y = states.correct[where].float()
+    bce = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    assert abs((both - listwise_only).item() - 2.0 * bce.item()) < 1e-4
+
+
 def test_any_correct_gradient_moves_mass_onto_right_positions():
     mdm = ChainDenoiser(seq_len=5)
     states = chain_states(mdm, 8)
@@ -73,24 +92,25 @@ def test_any_correct_gradient_moves_mass_onto_right_positions():
 
     before = right_mass()
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
-    loss = pretrain_loss(cfg, net.log_probs(states.inputs), states)
+    loss = pretrain_loss(cfg, net, states)
     opt.zero_grad()
     loss.backward()
     opt.step()
     assert right_mass() > before
 
 
-def test_correct_pretraining_learns_the_one_right_order_on_the_chain():
+@pytest.mark.parametrize("pointwise_weight", [0.0, 1.0])
+def test_correct_pretraining_learns_the_one_right_order_on_the_chain(pointwise_weight):
     mdm = ChainDenoiser(seq_len=6)
     confidence = unmask(mdm, mdm.all_masked(1), make_rule("confidence")).tokens
     assert float(mdm.reward(confidence).mean()) < 1.0  # the rule is lured
     states = chain_states(mdm, 64, seed=1)
     torch.manual_seed(0)
     net = PolicyNet(PolicyConfig(feature_dim=mdm.feature_dim, width=16, n_heads=2, mlp_hidden=32))
-    cfg = PretrainConfig(target="correct")
+    cfg = PretrainConfig(target="correct", pointwise_weight=pointwise_weight)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     for _ in range(150):
-        loss = pretrain_loss(cfg, net.log_probs(states.inputs), states)
+        loss = pretrain_loss(cfg, net, states)
         opt.zero_grad()
         loss.backward()
         opt.step()

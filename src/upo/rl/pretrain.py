@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoint import git_commit
@@ -29,7 +30,7 @@ from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
-from ..policies.base import NEG_INF
+from ..policies.base import NEG_INF, masked_log_softmax
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, save_policy
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
@@ -44,9 +45,11 @@ class PretrainConfig:
     train_data: str = "data/sudoku9-train.jsonl"
     reference: str = "confidence"  # any hand rule; its distribution is the target
     decode_with: str | None = None  # rule that visits the states (default: the reference)
-    target: str = (
-        "reference"  # "reference": imitate it; "correct": choose positions the MDM gets right
-    )
+    # "reference": imitate the reference; "correct": choose positions the MDM fills rightly
+    target: str = "reference"
+    # target "correct" only: weight of a per-position logistic loss (is the MDM's argmax right
+    # here?) on every masked position, besides the loss on the choice itself
+    pointwise_weight: float = 0.0
     policy: dict = field(default_factory=dict)  # PolicyConfig fields (feature_dim from the MDM)
     n_puzzles: int = 400
     held_out: int = 100
@@ -96,8 +99,9 @@ def visit_states(
             keep_ref_dist=True,
             answers=None if answers is None else torch.from_numpy(answers[rows]),
         )
-        if only_informative:
-            states = states.take(informative(states).nonzero().squeeze(1))
+        if answers is not None:
+            keep = informative(states) if only_informative else states.correct.any(1)
+            states = states.take(keep.nonzero().squeeze(1))
         parts.append(states)
     return concat_states(parts)
 
@@ -147,10 +151,22 @@ def top1_correct(net: PolicyNet, states: States) -> tuple[float, float]:
     return mine / max(n, 1), ref / max(n, 1)
 
 
-def pretrain_loss(cfg: PretrainConfig, logp: torch.Tensor, s: States) -> torch.Tensor:
-    if cfg.target == "correct":
-        return any_correct_nll(logp, s.correct & s.inputs.allowed).mean()
-    return soft_cross_entropy(logp, s.ref_dist).mean()
+def pretrain_loss(cfg: PretrainConfig, net: PolicyNet, s: States) -> torch.Tensor:
+    scores = net(s.inputs)
+    logp = masked_log_softmax(scores, s.inputs.allowed)
+    if cfg.target == "reference":
+        return soft_cross_entropy(logp, s.ref_dist).mean()
+    listwise = any_correct_nll(logp, s.correct & s.inputs.allowed)
+    loss = listwise.sum() / max(len(listwise), 1)
+    if cfg.pointwise_weight > 0:
+        # Every still-masked position of an on-track state, chosen or not, is a labelled example
+        # of "the MDM's argmax here is right": far more of them than of decisive choices, so what
+        # makes a confident prediction wrong is learnt from many cases, not from the rare ones.
+        where = s.inputs.masked & s.correct.any(1, keepdim=True)
+        loss = loss + cfg.pointwise_weight * F.binary_cross_entropy_with_logits(
+            scores[where], s.correct[where].float()
+        )
+    return loss
 
 
 @torch.no_grad()
@@ -198,7 +214,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         reference,
         cfg.seed,
         None if answers is None else answers[train_part],
-        only_informative=cfg.target == "correct",
+        only_informative=cfg.target == "correct" and cfg.pointwise_weight == 0,
     )
     held_states = visit_states(
         mdm,
@@ -231,7 +247,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
             lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / total_steps))
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = pretrain_loss(cfg, net.log_probs(s.inputs), s)
+            loss = pretrain_loss(cfg, net, s)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
