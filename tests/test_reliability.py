@@ -183,7 +183,7 @@ def assert_clean_run_dir(run: Path) -> None:
 # --- SIGKILL / SIGINT, then --resume -----------------------------------------------------------
 
 
-def start_and_kill(args, run: Path, cwd: Path, sig=signal.SIGKILL, after: float = 0.2) -> str:
+def start_and_kill(args, run: Path, cwd: Path, sig=signal.SIGKILL, after: float = 0.1) -> str:
     """Start `upo ARGS`, wait for its first resumable checkpoint, send `sig`; return its stderr."""
     log_path = cwd / f"{run.name}.stderr"
     command = [sys.executable, "-m", "upo.cli", *map(str, args)]
