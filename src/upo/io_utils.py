@@ -13,6 +13,12 @@ from .errors import UpoError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, then rename: a reader sees the old
+    file or the new one, never a truncated one."""
     path = Path(path)
     if path.is_dir():
         raise UpoError(f"{path}: is a directory, expected a file name to write")
@@ -22,8 +28,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except OSError as err:
         raise UpoError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -199,8 +199,13 @@ class HFDenoiser:
                 if convention == "masked-lm"
                 else transformers.AutoModel
             )
+            # safetensors only: a model that ships only pytorch_model.bin (a pickle) is refused.
             model = auto.from_pretrained(
-                path_or_id, config=config, trust_remote_code=trust_remote_code, dtype=dtype
+                path_or_id,
+                config=config,
+                trust_remote_code=trust_remote_code,
+                dtype=dtype,
+                use_safetensors=True,
             )
         except ValueError as err:
             text = str(err)
