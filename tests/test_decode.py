@@ -428,3 +428,34 @@ def test_other_models_are_independent():
     a = unmask(make_tiny("sudoku4", seed=10), puzzles, make_rule("confidence"))
     b = unmask(make_tiny("sudoku4", seed=11), puzzles, make_rule("confidence"))
     assert not torch.equal(a.order, b.order)
+
+
+@pytest.mark.parametrize("board", [False, True])
+def test_learned_policy_padded_batch_equals_one_by_one(seq_mdm, board):
+    """The policy network's own attention must not see padding either (a known defect of the
+    paper's code: evaluation was only right at batch size 1)."""
+    from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
+
+    torch.manual_seed(0)
+    net = PolicyNet(
+        PolicyConfig(
+            seq_mdm.feature_dim,
+            width=16,
+            n_heads=2,
+            mlp_hidden=16,
+            board_vocab=seq_mdm.vocab_size if board else None,
+        ),
+        bf16=False,
+    )
+    with torch.no_grad():
+        net.mlp[-1].weight.mul_(4.0)  # scores far from flat, so the order really is the net's
+    net.eval()
+    policy = LearnedPolicy(net, seq_mdm.mask_id)
+    items = seq_items(seed=2)
+    tokens, attention = pad(items, SEQ_PAD)
+    batched = unmask(seq_mdm, tokens, policy, attention_mask=attention)
+    for i, item in enumerate(items):
+        n = len(item)
+        alone = unmask(seq_mdm, item[None], policy)
+        assert torch.equal(batched.order[i, :n], alone.order[0]), i
+        assert torch.equal(batched.tokens[i, :n], alone.tokens[0]), i

@@ -94,7 +94,9 @@ def unmask(
         current = torch.where(m, blk, torch.full_like(blk, 1 << 30)).min(dim=1, keepdim=True).values
         in_block = blk == current
         logits, features = denoiser.forward(tokens[rows], attention_mask[rows])
-        state = StepState(tokens[rows], logits, features, m, m & in_block, in_block, step)
+        state = StepState(
+            tokens[rows], logits, features, m, m & in_block, in_block, step, attention_mask[rows]
+        )
         choice = policy.select(state, k, generator)
         chosen = choice.chosen & state.candidates
         if not chosen.any(dim=1).all():

@@ -25,6 +25,7 @@ class StepState:
     candidates: torch.Tensor
     block: torch.Tensor
     step: int
+    attention_mask: torch.Tensor | None = None  # [B, L] False at padding; None: no padding
 
     @property
     def probs(self) -> torch.Tensor:

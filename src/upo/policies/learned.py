@@ -64,6 +64,7 @@ class PolicyInputs:
     block: torch.Tensor  # [N, L] bool
     allowed: torch.Tensor  # [N, L] bool: positions the policy may choose
     board: torch.Tensor  # [N, L] long: the token at each position, the MDM's argmax where masked
+    valid: torch.Tensor  # [N, L] bool: False at padding, which the policy's attention must not see
 
     def take(self, idx) -> PolicyInputs:
         return PolicyInputs(*(getattr(self, f.name)[idx] for f in fields(self)))
@@ -101,6 +102,11 @@ def inputs_from_state(state: StepState, mask_id: int, restrict_topk: int | None)
         block=state.block,
         allowed=allowed_positions(state, restrict_topk),
         board=torch.where(state.masked, state.logits.argmax(-1), state.tokens),
+        valid=(
+            torch.ones_like(state.masked)
+            if state.attention_mask is None
+            else state.attention_mask.bool()
+        ),
     )
 
 
@@ -142,15 +148,17 @@ class PolicyNet(nn.Module):
         autocast on CPU (2-3x faster here); attention and the final scores stay float32."""
         dev = inp.features.device.type
         with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=self.bf16):
-            x = self.proj(inp.features)
+            feats = inp.features
+            if not self.bf16:  # cached features are bf16; a float32 network reads them as such
+                feats = feats.to(self.proj.weight.dtype)
+            x = self.proj(feats)
             if self.cfg.board_vocab is not None:
                 x = x + self.board_embed(inp.board)
             n, l, w = x.shape
             h = self.cfg.n_heads
             qkv = self.qkv(self.norm1(x)).view(n, l, 3, h, w // h).permute(2, 0, 3, 1, 4)
-            everything = torch.ones(n, l, dtype=torch.bool, device=x.device)
             with torch.autocast(device_type=dev, enabled=False):
-                att = attention(qkv[0], qkv[1], qkv[2], everything)
+                att = attention(qkv[0], qkv[1], qkv[2], inp.valid)
             att = att.transpose(1, 2).reshape(n, l, w).to(x.dtype)
             x = x + self.out(att)
             x = x + self.ff(self.norm2(x))
