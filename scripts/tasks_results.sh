@@ -14,13 +14,14 @@ if [ "$PART" = addition ] || [ "$PART" = all ]; then
   EV="$UPO eval --task addition --mdm checkpoints/addition-mdm --threads $THREADS"
   $EV --data data/addition-test.jsonl --policies $RULES --json $R/addition-test-rules.json
   $EV --data data/addition-carry-test.jsonl --policies $RULES --json $R/addition-carry-test-rules.json
-  $PY scripts/right_to_left.py checkpoints/addition-mdm data/addition-carry-test.jsonl \
-    $R/addition-carry-test-rtl.json --threads "$THREADS"
-  $PY scripts/right_to_left.py checkpoints/addition-mdm data/addition-test.jsonl \
-    $R/addition-test-rtl.json --threads "$THREADS"
   LEARNED=$(ls -d checkpoints/addition-policy checkpoints/addition-policy-seed* 2>/dev/null | paste -sd,)
   $EV --data data/addition-carry-test.jsonl --policies "$LEARNED" --json $R/addition-carry-test-learned.json
   $EV --data data/addition-test.jsonl --policies "$LEARNED" --json $R/addition-test-learned.json
+  # The right-to-left order as an oracle row, and how right-to-left each policy's order is.
+  for SPLIT in addition-carry-test addition-test; do
+    $PY scripts/right_to_left.py checkpoints/addition-mdm data/$SPLIT.jsonl $R/$SPLIT-rtl.json \
+      --threads "$THREADS" --policies "random,confidence,margin,left-to-right,$LEARNED"
+  done
   $PY scripts/tasks_tables.py $R/addition-carry.md "Addition, carry-heavy test set (8-16 digits)" \
     $R/addition-carry-test-rules.json $R/addition-carry-test-rtl.json $R/addition-carry-test-learned.json
   $PY scripts/tasks_tables.py $R/addition-plain.md "Addition, random digits (1-16 digits)" \
