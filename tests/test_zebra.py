@@ -214,3 +214,13 @@ def test_data_check_bad_line_is_one_error_line(tmp_path, capsys):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert lines[0] == f"upo: error: {path}: line 1: clues have more than one solution"
+
+
+def test_the_harder_5x5_setting():
+    task = get_task("zebra5")
+    batch = task.generate(3, (1, task.spec.max_clues), seed=0)
+    assert batch.tokens.shape == (3, task.spec.seq_len)
+    for clues, grid in task.items(batch):
+        found = solve(task.spec, clues)
+        assert len(found) == 1 and np.array_equal(found[0], grid)
+    assert task.solved(batch, batch.answers).all()
