@@ -2,6 +2,7 @@
 
 Makes a fresh held-out puzzle set (disjoint from the training files), evaluates every hand rule and
 the shipped learned policy, prints the table and writes demo-report/ (report.md + PNG figures).
+Then the same for the other shipped tasks (addition, Zebra) on their held-out files.
 """
 
 from __future__ import annotations
@@ -33,6 +34,49 @@ RULES = [
     "topk-random:5",
     "softmax:0.1",
 ]
+
+
+# The other shipped tasks: (task, MDM, learned policy, held-out file). Each is shown when its MDM
+# and file are present; their held-out files are the committed test splits (the Sudoku part makes
+# fresh puzzles instead because its generator makes unique puzzles quickly).
+OTHER_TASKS = [
+    (
+        "addition",
+        "checkpoints/addition-mdm",
+        "checkpoints/addition-policy",
+        "data/addition-test.jsonl",
+    ),
+    ("zebra4", "checkpoints/zebra-mdm", "checkpoints/zebra-policy", "data/zebra4-test.jsonl"),
+]
+OTHER_RULES = ["random", "left-to-right", "confidence", "margin", "entropy"]
+
+
+def other_task_tables(n: int, batch_size: int = 64) -> list[str]:
+    """Markdown sections for the other shipped tasks: every hand rule and the learned policy on
+    the first `n` items of each held-out file."""
+    sections = []
+    for name, mdm_path, policy_path, data_path in OTHER_TASKS:
+        if not (Path(mdm_path).is_dir() and Path(data_path).is_file()):
+            continue
+        task = get_task(name)
+        mdm = load_mdm(mdm_path)
+        batch = task.load(data_path)
+        batch = batch.select(np.arange(min(n, len(batch))))
+        names = OTHER_RULES + ([policy_path] if Path(policy_path).is_dir() else [])
+        results = []
+        for policy_name in names:
+            policy = resolve_policy(policy_name, mdm)
+            with tqdm(total=len(batch), desc=f"{name}: eval {policy.name}", file=sys.stderr) as bar:
+                results.append(
+                    evaluate_policy(
+                        mdm, task, batch, policy, batch_size=batch_size, progress=bar.update
+                    )
+                )
+        title = f"{name}, the first {len(batch)} items of `{data_path}`, MDM `{mdm_path}`"
+        table = markdown_table(results)
+        print(f"\n{title}\n\n{table}")
+        sections.append(f"## {title}\n\n{table}\n")
+    return sections
 
 
 def existing_puzzles(paths: list[Path]) -> set[str]:
@@ -121,6 +165,9 @@ Fill order of puzzle {item} (step at which each cell was revealed; `.` = given):
 
 ![fill order](fill_order.png)
 """
+    others = other_task_tables(n)
+    if others:
+        report += "\n# Other tasks\n\n" + "\n".join(others)
     atomic_write_text(out_dir / "report.md", report)
     print(
         f"\nwrote {out_dir}/report.md and figures in {time.perf_counter() - start:.0f} s",
