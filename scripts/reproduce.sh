@@ -16,5 +16,6 @@ bash scripts/calibrate_mdm.sh
 $UPO policy pretrain --config configs/policy-pretrain-sudoku9.yaml --out checkpoints/sudoku9-policy-pretrained
 $UPO policy train --config configs/upo-sudoku9.yaml --out checkpoints/sudoku9-policy
 bash scripts/ablations.sh
+bash scripts/diagnosis.sh
 bash scripts/evaluate_results.sh
 $PY scripts/results.py
