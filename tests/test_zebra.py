@@ -224,3 +224,22 @@ def test_the_harder_5x5_setting():
         found = solve(task.spec, clues)
         assert len(found) == 1 and np.array_equal(found[0], grid)
     assert task.solved(batch, batch.answers).all()
+
+
+def test_answer_cells_carry_the_tokens_that_name_them():
+    import torch
+
+    from upo.models.tiny import TinyConfig, TinyMDM
+
+    cfg = TinyConfig(**TASK.model_defaults(), d_model=16, n_layers=2, n_heads=2, bf16=False)
+    model = TinyMDM(cfg)
+    tokens = torch.from_numpy(TASK.stream(0).__class__(SPEC, 0, base=2).batch(0, 1))
+    before = model.embed(tokens)
+    with torch.no_grad():
+        model.tok.weight[SPEC.attr0 + 2] += 1.0  # attribute 2's token
+    moved = (model.embed(tokens) - before).abs().sum(-1)[0]
+    cells = SPEC.answer_start + np.arange(SPEC.cells)
+    assert (moved[cells[2 :: SPEC.attributes]] > 0).all()  # the cells of attribute 2 ...
+    assert (moved[cells[0 :: SPEC.attributes]] == 0).all()  # ... and not those of attribute 0
+    prompt_attr2 = tokens[0, : SPEC.answer_start] == SPEC.attr0 + 2
+    assert (moved[: SPEC.answer_start][~prompt_attr2] == 0).all()

@@ -31,6 +31,10 @@ class TinyConfig:
     grid_box: list[int] | None = None  # [box_rows, box_cols] for Sudoku-like grids
     # Extra per-position ids, one list of seq_len ints per group, each with its own embedding.
     position_groups: list[list[int]] | None = None
+    # Extra token ids per position (-1 = none) whose *token* embeddings are added: ties a position
+    # to the prompt tokens that name it (a Zebra cell gets its attribute and house tokens), so
+    # matching a clue to the cell it is about starts from identical vectors.
+    position_tokens: list[list[int]] | None = None
     bf16: bool = True
 
     def validate(self) -> None:
@@ -50,6 +54,11 @@ class TinyConfig:
             if len(ids) != self.seq_len or min(ids) < 0:
                 raise ValueError(
                     f"position_groups[{k}] needs {self.seq_len} non-negative ids, got {len(ids)}"
+                )
+        for k, ids in enumerate(self.position_tokens or []):
+            if len(ids) != self.seq_len or not all(-1 <= t < self.vocab_size for t in ids):
+                raise ValueError(
+                    f"position_tokens[{k}] needs {self.seq_len} token ids (or -1), got {len(ids)}"
                 )
 
 
@@ -112,6 +121,9 @@ class TinyMDM(nn.Module):
             self.groups = nn.ModuleList(
                 nn.Embedding(int(row.max()) + 1, cfg.d_model) for row in ids
             )
+        if cfg.position_tokens:
+            ids = torch.tensor(cfg.position_tokens, dtype=torch.long)  # [T, L]
+            self.register_buffer("pos_token_idx", ids, persistent=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -141,6 +153,10 @@ class TinyMDM(nn.Module):
         if self.cfg.position_groups:
             for emb, ids in zip(self.groups, self.group_idx):
                 x = x + emb(ids[:l])
+        if self.cfg.position_tokens:
+            for ids in self.pos_token_idx:
+                ids = ids[:l]
+                x = x + self.tok(ids.clamp_min(0)) * (ids >= 0)[:, None]
         return x
 
     def forward(self, tokens, attention_mask=None):

@@ -94,6 +94,15 @@ class ZebraSpec:
         slot += [self.max_clues + m for _ in range(self.houses) for m in range(self.attributes)]
         return [field, slot]
 
+    @cached_property
+    def position_tokens(self) -> list[list[int]]:
+        """Per position, the attribute token and the house token that name an answer cell (-1 on
+        the prompt): the MDM adds their token embeddings, the same vectors clues are written in."""
+        none = [-1] * self.answer_start
+        attr = none + [self.attr0 + m for _ in range(self.houses) for m in range(self.attributes)]
+        house = none + [self.house0 + h for h in range(self.houses) for _ in range(self.attributes)]
+        return [attr, house]
+
 
 def encode_clues(spec: ZebraSpec, clues: np.ndarray) -> np.ndarray:
     """[C, 5] clues -> [max_clues * 5] prompt tokens (PAD in the unused slots)."""

@@ -53,6 +53,7 @@ class ZebraTask:
             "mask_id": self.mask_id,
             "seq_len": self.seq_len,
             "position_groups": self.spec.position_groups,
+            "position_tokens": self.spec.position_tokens,
         }
 
     def stream(self, seed: int) -> ZebraStream:
