@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -294,7 +293,6 @@ def test_upo_raises_reward_on_toy_task():
         traj, _ = collect(mdm, mdm.all_masked(256), sampler, None, None, gen)
         return float(mdm.reward(traj.tokens).mean())
 
-    start = time.perf_counter()
     initial = sampled_reward()
     for _ in range(60):
         traj, states = collect(mdm, mdm.all_masked(group * prompts), sampler, None, None, gen)
@@ -307,7 +305,6 @@ def test_upo_raises_reward_on_toy_task():
     assert initial < 0.65
     assert final > 0.9
     assert greedy_reward > 0.9  # 5/6 is the trap: one wrong position
-    assert time.perf_counter() - start < 20
 
 
 # --- 6. every reference kind, with and without regularisation -----------------------------------
