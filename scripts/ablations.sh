@@ -19,9 +19,11 @@ run() {  # name, extra args... (CFG=... before the call picks another recipe)
     fi
     local resume=""; [ -f "$out/train_state.json" ] && resume=--resume
     $UPO policy train --config "${RUN_CFG:-$CFG}" --out "$out" --steps "$STEPS" --seed "$seed" --threads 1 $resume "$@"
+    mkdir -p docs/results/ablations  # keep the finished run's record with the results
+    cp "$out/meta.json" "$archived.meta.json" && cp "$out/metrics.jsonl" "$archived.metrics.jsonl"
   done
 }
-# In the order they are worth running when time is short.
+# In the order they are worth running when time is short (topk5 was not run in this budget).
 run ref-confidence --reference confidence --beta 0.01
 run no-regulariser --reference none --beta 0
 run ref-topk3 # the shipped recipe itself at the ablation budget
