@@ -22,10 +22,12 @@ if [ "$PART" = addition ] || [ "$PART" = all ]; then
     $PY scripts/right_to_left.py checkpoints/addition-mdm data/$SPLIT.jsonl $R/$SPLIT-rtl.json \
       --threads "$THREADS" --policies "random,confidence,margin,left-to-right,$LEARNED"
   done
-  $PY scripts/tasks_tables.py $R/addition-carry.md "Addition, carry-heavy test set (8-16 digits)" \
+  $PY scripts/tasks_tables.py $R/.carry.md "Addition, carry-heavy test set (8-16 digits)" \
     $R/addition-carry-test-rules.json $R/addition-carry-test-rtl.json $R/addition-carry-test-learned.json
-  $PY scripts/tasks_tables.py $R/addition-plain.md "Addition, random digits (1-16 digits)" \
+  $PY scripts/tasks_tables.py $R/.plain.md "Addition, random digits (1-16 digits)" \
     $R/addition-test-rules.json $R/addition-test-rtl.json $R/addition-test-learned.json
+  cat $R/.carry.md - $R/.plain.md > $R/addition.md <<< ""
+  rm -f $R/.carry.md $R/.plain.md
 fi
 if [ "$PART" = zebra ] || [ "$PART" = all ]; then
   EV="$UPO eval --task zebra4 --mdm checkpoints/zebra-mdm --threads $THREADS"
@@ -34,6 +36,6 @@ if [ "$PART" = zebra ] || [ "$PART" = all ]; then
   if [ -n "$LEARNED" ]; then
     $EV --data data/zebra4-test.jsonl --policies "$LEARNED" --json $R/zebra4-test-learned.json
   fi
-  $PY scripts/tasks_tables.py $R/zebra4.md "Zebra 4x4 test set" \
+  $PY scripts/tasks_tables.py $R/zebra.md "Zebra 4x4 test set" \
     $R/zebra4-test-rules.json $R/zebra4-test-learned.json
 fi
