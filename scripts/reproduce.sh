@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Retrain every shipped checkpoint from scratch with the committed configs and regenerate
-# docs/results. About 3 hours on a 2-core CPU. Existing checkpoints are moved aside first.
+# docs/results. About 6 hours on a 2-core CPU. Existing checkpoints are moved aside first.
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PY=${PY:-.venv/bin/python}
 stamp=$(date +%Y%m%d-%H%M%S)
-for d in checkpoints/sudoku9-mdm checkpoints/sudoku4-mdm checkpoints/sudoku9-policy-pretrained checkpoints/sudoku9-policy; do
+for d in checkpoints/sudoku9-mdm checkpoints/sudoku4-mdm checkpoints/sudoku9-policy-pretrained checkpoints/sudoku9-policy \
+  checkpoints/addition-mdm checkpoints/addition-policy checkpoints/addition-policy-seed1 checkpoints/zebra-mdm; do
   [ -d "$d" ] && mv "$d" "runs/replaced-$stamp-$(basename "$d")"
 done
 mkdir -p runs
@@ -19,3 +20,10 @@ bash scripts/ablations.sh
 bash scripts/diagnosis.sh
 bash scripts/evaluate_results.sh
 $PY scripts/results.py
+# The other tasks: data, MDMs, the addition policy (2 seeds) and their test tables.
+bash scripts/make_task_data.sh
+$UPO mdm train --config configs/mdm-addition.yaml --out checkpoints/addition-mdm --threads 1
+$UPO mdm train --config configs/mdm-zebra4.yaml --out checkpoints/zebra-mdm --threads 1
+$UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-policy --seed 0 --threads 1
+$UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-policy-seed1 --seed 1 --threads 1
+bash scripts/tasks_results.sh all
