@@ -32,7 +32,7 @@ fi
 if [ "$PART" = zebra ] || [ "$PART" = all ]; then
   EV="$UPO eval --task zebra4 --mdm checkpoints/zebra-mdm --threads $THREADS"
   $EV --data data/zebra4-test.jsonl --policies $RULES --json $R/zebra4-test-rules.json
-  LEARNED=$(ls -d checkpoints/zebra-policy checkpoints/zebra-policy-seed* 2>/dev/null | paste -sd,)
+  LEARNED=$(ls -d checkpoints/zebra-policy checkpoints/zebra-policy-seed* 2>/dev/null | paste -sd, || true)
   if [ -n "$LEARNED" ]; then
     $EV --data data/zebra4-test.jsonl --policies "$LEARNED" --json $R/zebra4-test-learned.json
   fi
