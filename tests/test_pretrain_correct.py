@@ -119,3 +119,16 @@ def test_correct_pretraining_learns_the_one_right_order_on_the_chain(pointwise_w
     assert mine == 1.0 and ref < 1.0
     greedy = unmask(mdm, mdm.all_masked(1), LearnedPolicy(net, mdm.mask_id, greedy=True)).tokens
     assert float(mdm.reward(greedy).mean()) == 1.0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"target": "imitate"},
+        {"pointwise_weight": -1.0, "target": "correct"},
+        {"pointwise_weight": 1.0},
+    ],
+)
+def test_bad_pretrain_settings_are_refused(fields):
+    with pytest.raises(ValueError):
+        PretrainConfig(**fields).validate()

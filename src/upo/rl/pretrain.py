@@ -67,6 +67,8 @@ class PretrainConfig:
             raise ValueError("need lr > 0, weight_decay >= 0 and threads >= 1")
         if self.target not in ("reference", "correct"):
             raise ValueError(f"target must be 'reference' or 'correct', got {self.target!r}")
+        if self.pointwise_weight < 0 or (self.pointwise_weight > 0 and self.target != "correct"):
+            raise ValueError("pointwise_weight must be >= 0 and is only used with target: correct")
 
 
 def informative(states: States) -> torch.Tensor:
