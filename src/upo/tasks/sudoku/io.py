@@ -23,6 +23,7 @@ import numpy as np
 
 from ...errors import UpoError
 from ...io_utils import atomic_write_text
+from ..records import read_lines
 from .grid import MASK, SPECS, SudokuSpec, conflicts, decode, parse_chars
 from .solver import solve
 
@@ -173,20 +174,7 @@ def load_puzzles(
     raising. `progress(k)` is called after every k data lines, for progress bars on big files.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from spreadsheet tools
-    except FileNotFoundError:
-        raise UpoError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UpoError(f"{path}: is a directory, expected a puzzle file") from None
-    except UnicodeDecodeError as err:
-        raise UpoError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise UpoError(f"{path}: cannot read ({err.strerror})") from None
-
-    lines = [(no, line) for no, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not lines:
-        raise UpoError(f"{path}: empty file, no puzzles")
+    lines = read_lines(path, "puzzles")
     fmt = _detect_format(path, lines[0][1])
     columns = None
     if fmt == "csv":
