@@ -128,9 +128,16 @@ def evaluate_policy(
             )
             samples.append(task.solved(batch, o))
         curve = pass_at_curve(np.stack(samples, 1))
-    n = len(batch)
+    return policy_result(policy.name, solved, cell, outputs, order, nfe, seconds, curve)
+
+
+def policy_result(
+    name: str, solved, cell, outputs, order, nfe, seconds: float, pass_at=None
+) -> PolicyResult:
+    """The result record of one policy from its per-item outcomes (shared with text tasks)."""
+    n = len(solved)
     return PolicyResult(
-        policy=policy.name,
+        policy=name,
         solve_rate=float(solved.mean()) if n else 0.0,
         solve_ci95=wilson_interval(float(solved.sum()), n),
         cell_acc=float(cell.mean()) if n else 0.0,
@@ -140,7 +147,7 @@ def evaluate_policy(
         solved=solved,
         outputs=outputs,
         order=order,
-        pass_at=curve,
+        pass_at=pass_at,
     )
 
 

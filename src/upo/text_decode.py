@@ -16,7 +16,7 @@ import torch
 
 from .decode import unmask
 from .errors import UpoError
-from .evaluate import PolicyResult, wilson_interval
+from .evaluate import PolicyResult, policy_result
 from .policies.base import Policy
 from .tasks.base import Batch
 
@@ -134,19 +134,7 @@ def evaluate_text(
     seconds = time.perf_counter() - start
     solved = task.solved(batch, outputs)
     cell = task.cell_acc(batch, outputs)
-    n = len(batch)
-    return PolicyResult(
-        policy=policy.name,
-        solve_rate=float(solved.mean()) if n else 0.0,
-        solve_ci95=wilson_interval(float(solved.sum()), n),
-        cell_acc=float(cell.mean()) if n else 0.0,
-        nfe=float(nfe.mean()) if n else 0.0,
-        seconds=seconds,
-        items_per_s=n / max(seconds, 1e-9),
-        solved=solved,
-        outputs=outputs,
-        order=order,
-    )
+    return policy_result(policy.name, solved, cell, outputs, order, nfe, seconds)
 
 
 def generate(
