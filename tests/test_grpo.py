@@ -140,17 +140,44 @@ def test_ratio_is_one_at_first_inner_step(mdm4, puzzles4):
     assert stats.ratio_first == 1.0
 
     assert all(temp == temperature for _, temp, _ in calls)
+    # Without a KL term, log g_old comes from the first inner step's own pass: no extra pass.
     n_chunks = math.ceil(len(states) / cfg.chunk_states)
-    assert len(calls) == n_chunks * (1 + cfg.inner_steps)
-    assert [g for g, _, _ in calls] == [False] * n_chunks + [True] * (2 * n_chunks)
+    assert len(calls) == n_chunks * cfg.inner_steps
+    assert all(g for g, _, _ in calls)
     per_call = [c[2] for c in calls]
-    old = gathered(torch.cat(per_call[:n_chunks]), states.action)
-    first = gathered(torch.cat(per_call[n_chunks : 2 * n_chunks]), states.action)
-    second = gathered(torch.cat(per_call[2 * n_chunks :]), states.action)
-    assert torch.equal(torch.exp(first - old), torch.ones(len(states)))
-    assert torch.allclose(old, states.sample_logp, atol=1e-4)
+    first = gathered(torch.cat(per_call[:n_chunks]), states.action)
+    second = gathered(torch.cat(per_call[n_chunks:]), states.action)
+    # g_old is the distribution the rollout sampled from (up to the bf16 feature cache)
+    assert torch.allclose(first, states.sample_logp, atol=1e-4)
     # after one optimiser step the ratio has moved away from 1
-    assert (torch.exp(second - old) - 1).abs().max() > 1e-3
+    assert (torch.exp(second - first) - 1).abs().max() > 1e-3
+
+
+def test_kl_reference_takes_one_old_pass_and_one_kl_pass_per_later_step(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    tokens = puzzles[:4].repeat_interleave(2, 0)
+    net = make_net(mdm4.feature_dim, spread=4.0)
+    ref, _, states = rollout(mdm4, tokens, net, reference="softmax:0.5")
+    cfg = make_cfg("softmax:0.5", beta=0.1, inner_steps=3, chunk_states=5)
+    adv = group_advantages(torch.rand(len(tokens), generator=seeded(1)), 2, False)
+    calls = []
+    original = net.log_probs
+
+    def spy(inp, temp=1.0):
+        out = original(inp, temp)
+        calls.append((torch.is_grad_enabled(), out.detach().clone()))
+        return out
+
+    net.log_probs = spy
+    stats = update(net, torch.optim.SGD(net.parameters(), lr=0.1), states, adv, ref, cfg, no_sync)
+    n = math.ceil(len(states) / cfg.chunk_states)
+    # old pass, then per inner step: (a no-grad KL pass from the second step on) + the loss pass
+    grads = [g for g, _ in calls]
+    assert grads == [False] * n + [True] * n + ([False] * n + [True] * n) * (cfg.inner_steps - 1)
+    old = gathered(torch.cat([c for _, c in calls[:n]]), states.action)
+    first = gathered(torch.cat([c for _, c in calls[n : 2 * n]]), states.action)
+    assert torch.equal(torch.exp(first - old), torch.ones(len(states)))
+    assert stats.ratio_first == 1.0
 
 
 # --- 3. the cross-entropy regulariser -------------------------------------------------------------

@@ -551,3 +551,20 @@ def test_missing_yaml_file(tmp_path):
 def test_unknown_task(tmp_path):
     cfg = from_dict(MDMTrainConfig, {"task": "sudoku5", "threads": 1}, "cfg")
     assert_one_line_error(lambda: train_mdm(cfg, tmp_path / "run"), "sudoku5", "sudoku4")
+
+
+@pytest.mark.parametrize("head_dim", [4, 16, 24, 32, 64])
+def test_attention_shortcuts_are_bit_identical_to_the_plain_formula(head_dim):
+    """Scaling q instead of the scores (power-of-two sqrt(Dh)) and skipping the key mask when
+    nothing is padded must not change a single bit: shipped results depend on it."""
+    from upo.models.tiny import attention
+
+    g = torch.Generator().manual_seed(head_dim)
+    q, k, v = (torch.randn(3, 2, 17, head_dim, generator=g).bfloat16() for _ in range(3))
+    padded = torch.rand(3, 17, generator=g) > 0.3
+    padded[:, 0] = True
+    for key_mask in (padded, torch.ones_like(padded)):
+        scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(head_dim)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        plain = torch.softmax(scores, dim=-1) @ v.float()
+        assert torch.equal(attention(q, k, v, key_mask), plain)

@@ -169,24 +169,34 @@ def update(
     steps_per_item = per_item_sum(
         torch.ones(len(states), device=states.item.device), states.item, n_items
     )
-    old = action_logprobs(net, states, cfg.temperature, cfg.chunk_states)
+    # log g_old: the KL estimator needs whole-trajectory sums before the first update pass, so it
+    # takes a pass of its own; otherwise the first inner step's forward pass provides it (the
+    # policy is still g_old there), which saves one pass over every state.
+    kl_first = ref.regulariser == "kl" and cfg.beta > 0
+    if kl_first:
+        old = action_logprobs(net, states, cfg.temperature, cfg.chunk_states)
+        old_traj = per_item_sum(old, states.item, n_items)
+    else:
+        old = torch.empty(len(states), device=states.item.device)
     if cfg.step_aggregation == "mean":
         weight = 1.0 / (steps_per_item[states.item] * n_items)
     else:
         weight = torch.full((len(states),), 1.0 / n_items, device=states.item.device)
-    old_traj = per_item_sum(old, states.item, n_items)
     ref_traj = per_item_sum(states.ref_logp, states.item, n_items)
     stats = UpdateStats()
     for inner in range(cfg.inner_steps):
         kl_coef = None
         if ref.regulariser == "kl" and cfg.beta > 0:
             # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
-            # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient.
-            new_traj = per_item_sum(
-                action_logprobs(net, states, cfg.temperature, cfg.chunk_states),
-                states.item,
-                n_items,
-            )
+            # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. At the first
+            # inner step the policy is still g_old, so new = old and w = 1 without another pass.
+            new_traj = old_traj
+            if inner > 0:
+                new_traj = per_item_sum(
+                    action_logprobs(net, states, cfg.temperature, cfg.chunk_states),
+                    states.item,
+                    n_items,
+                )
             w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
             kl_coef = w * (1 + new_traj - ref_traj) / n_items
         opt.zero_grad(set_to_none=True)
@@ -195,6 +205,8 @@ def update(
             s = states.take(idx)
             logp_all = net.log_probs(inputs_on(net, s.inputs), cfg.temperature)
             new = logp_all.gather(1, s.action[:, None]).squeeze(1)
+            if inner == 0 and not kl_first:
+                old[idx] = new.detach()
             ratio = torch.exp(new - old[idx])
             a = adv[s.item]
             surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
@@ -223,7 +235,8 @@ def update(
             stats.entropy = ent / len(states)
             stats.agreement = agree / len(states)
             if ref.regulariser == "kl":
-                reg_value = float((old_traj - ref_traj).mean())  # KL(g_old || g_ref) estimate
+                # KL(g_old || g_ref) estimate
+                reg_value = float((per_item_sum(old, states.item, n_items) - ref_traj).mean())
             stats.reg = reg_value
         stats.clip_frac += clipped / len(states) / cfg.inner_steps
     return stats
