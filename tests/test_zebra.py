@@ -125,6 +125,29 @@ def test_only_the_grid_is_maskable():
     assert len(groups) == 2 and all(len(g) == SPEC.seq_len for g in groups)
 
 
+def test_token_slots_give_every_clue_token_its_whole_clue():
+    """Changing one field of one clue changes the input of that clue's five positions only."""
+    import torch
+
+    from upo.models.tiny import TinyConfig, TinyMDM
+
+    torch.manual_seed(0)
+    model = TinyMDM(TinyConfig(**TASK.model_defaults(), d_model=32, n_layers=2, n_heads=2))
+    batch = TASK.generate(2, (1, SPEC.max_clues), seed=5)
+    tokens = torch.from_numpy(batch.tokens)
+    changed = tokens.clone()
+    changed[:, 2] = (changed[:, 2] + 1) % SPEC.houses  # clue 0, field 2: the value
+    diff = (model.embed(changed) - model.embed(tokens)).abs().sum(-1) > 0  # [B, L]
+    expect = torch.zeros(SPEC.seq_len, dtype=torch.bool)
+    expect[:5] = True
+    assert (diff == expect).all()
+    # the same field value in another slot gives that slot the same sum
+    slots = model.slot_sums(tokens)
+    assert torch.allclose(slots[:, 0], slots[:, 4]) and not torch.allclose(slots[:, 0], slots[:, 5])
+    with pytest.raises(ValueError, match="token_slots"):
+        TinyConfig(**{**TASK.model_defaults(), "token_slots": [[0] * SPEC.seq_len]}).validate()
+
+
 def test_write_load_round_trip_and_solution_is_optional(tmp_path):
     batch = TASK.generate(12, (1, SPEC.max_clues), seed=4)
     path = tmp_path / "z.jsonl"

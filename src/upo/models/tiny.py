@@ -35,6 +35,12 @@ class TinyConfig:
     # to the prompt tokens that name it (a Zebra cell gets its attribute and house tokens), so
     # matching a clue to the cell it is about starts from identical vectors.
     position_tokens: list[list[int]] | None = None
+    # [slot ids, field ids], one int per position each (slot -1 = none): positions sharing a slot
+    # (the five tokens of a Zebra clue) each also get the sum of field-specific embeddings of the
+    # whole slot, so every token of a clue carries the clue itself. Without it, using a clue takes
+    # two attention hops (gather the clue, then match it to a cell) and a first Zebra MDM never
+    # learned to use its clues.
+    token_slots: list[list[int]] | None = None
     bf16: bool = True
 
     def validate(self) -> None:
@@ -59,6 +65,14 @@ class TinyConfig:
             if len(ids) != self.seq_len or not all(-1 <= t < self.vocab_size for t in ids):
                 raise ValueError(
                     f"position_tokens[{k}] needs {self.seq_len} token ids (or -1), got {len(ids)}"
+                )
+        if self.token_slots is not None:
+            ok = len(self.token_slots) == 2 and all(
+                len(ids) == self.seq_len for ids in self.token_slots
+            )
+            if not ok or min(self.token_slots[0]) < -1 or min(self.token_slots[1]) < 0:
+                raise ValueError(
+                    f"token_slots needs two lists of {self.seq_len} ids: slots (-1 = none) and fields"
                 )
 
 
@@ -132,6 +146,13 @@ class TinyMDM(nn.Module):
         if cfg.position_tokens:
             ids = torch.tensor(cfg.position_tokens, dtype=torch.long)  # [T, L]
             self.register_buffer("pos_token_idx", ids, persistent=False)
+        if cfg.token_slots:
+            slot, field = (torch.tensor(ids, dtype=torch.long) for ids in cfg.token_slots)
+            self.register_buffer("slot_idx", slot.clamp_min(0), persistent=False)
+            self.register_buffer("slot_on", slot >= 0, persistent=False)
+            self.register_buffer("slot_field", field, persistent=False)
+            self.n_slots = int(slot.max()) + 1
+            self.slot_tok = nn.Embedding((int(field.max()) + 1) * cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -165,7 +186,18 @@ class TinyMDM(nn.Module):
             for ids in self.pos_token_idx:
                 ids = ids[:l]
                 x = x + self.tok(ids.clamp_min(0)) * (ids >= 0)[:, None]
+        if self.cfg.token_slots:
+            x = x + self.slot_sums(tokens)
         return x
+
+    def slot_sums(self, tokens):
+        """[B, L, D]: at each slotted position, the sum of its slot's field-token embeddings."""
+        l = tokens.shape[1]
+        slot, on = self.slot_idx[:l], self.slot_on[:l, None]
+        parts = self.slot_tok(self.slot_field[:l] * self.vocab_size + tokens) * on
+        sums = parts.new_zeros(tokens.shape[0], self.n_slots, parts.shape[-1])
+        sums = sums.index_add(1, slot, parts)
+        return sums[:, slot] * on
 
     def forward(self, tokens, attention_mask=None):
         """(logits [B, L, V] float32 with the mask logit at -inf, features [B, L, D])."""

@@ -103,6 +103,14 @@ class ZebraSpec:
         house = none + [self.house0 + h for h in range(self.houses) for _ in range(self.attributes)]
         return [attr, house]
 
+    @cached_property
+    def token_slots(self) -> list[list[int]]:
+        """[slot, field] per position for the MDM: each clue is one slot of five fields; the
+        answer cells are in no slot."""
+        slot = [c for c in range(self.max_clues) for _ in range(FIELDS)] + [-1] * self.cells
+        field = [f for _ in range(self.max_clues) for f in range(FIELDS)] + [0] * self.cells
+        return [slot, field]
+
 
 def encode_clues(spec: ZebraSpec, clues: np.ndarray) -> np.ndarray:
     """[C, 5] clues -> [max_clues * 5] prompt tokens (PAD in the unused slots)."""

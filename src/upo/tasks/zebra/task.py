@@ -54,6 +54,7 @@ class ZebraTask:
             "seq_len": self.seq_len,
             "position_groups": self.spec.position_groups,
             "position_tokens": self.spec.position_tokens,
+            "token_slots": self.spec.token_slots,
         }
 
     def stream(self, seed: int) -> ZebraStream:
