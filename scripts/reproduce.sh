@@ -23,7 +23,7 @@ $PY scripts/results.py
 # The other tasks: data, MDMs, the addition policy (2 seeds) and their test tables.
 bash scripts/make_task_data.sh
 $UPO mdm train --config configs/mdm-addition.yaml --out checkpoints/addition-mdm --threads 1
-$UPO mdm train --config configs/mdm-zebra4.yaml --out checkpoints/zebra-mdm --threads 1
+$UPO mdm train --config configs/mdm-zebra4.yaml --out checkpoints/zebra-mdm --threads 2
 $UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-policy --seed 0 --threads 1
 $UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-policy-seed1 --seed 1 --threads 1
 bash scripts/tasks_results.sh all
