@@ -186,7 +186,7 @@ def update(
     stats = UpdateStats()
     for inner in range(cfg.inner_steps):
         kl_coef = None
-        if ref.regulariser == "kl" and cfg.beta > 0:
+        if kl_first:
             # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
             # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. At the first
             # inner step the policy is still g_old, so new = old and w = 1 without another pass.

@@ -106,10 +106,10 @@ class ZebraSpec:
     @cached_property
     def token_slots(self) -> list[list[int]]:
         """[slot, field] per position for the MDM: each clue is one slot of five fields; the
-        answer cells are in no slot."""
-        slot = [c for c in range(self.max_clues) for _ in range(FIELDS)] + [-1] * self.cells
-        field = [f for _ in range(self.max_clues) for f in range(FIELDS)] + [0] * self.cells
-        return [slot, field]
+        answer cells are in no slot. The prompt's slots and fields are those of position_groups."""
+        field, slot = self.position_groups
+        start = self.answer_start
+        return [slot[:start] + [-1] * self.cells, field[:start] + [0] * self.cells]
 
 
 def encode_clues(spec: ZebraSpec, clues: np.ndarray) -> np.ndarray:
