@@ -317,6 +317,34 @@ def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
         train_mdm(cfg, tmp_path / "empty", resume=True)
 
 
+def test_init_from_starts_a_second_stage_from_the_checkpoint(trained_run, tmp_path):
+    first, _, _ = trained_run
+    start = load_mdm(first)
+    # A learning rate too small to move anything: the second stage ends where the first did.
+    cfg = tiny_train_cfg(steps=2, lr=1e-12, weight_decay=0.0, seed=1, init_from=str(first))
+    meta = train_mdm(cfg, tmp_path / "stage2")
+    assert meta["init_from"] == str(first)
+    assert meta["init_fingerprint"] == start.fingerprint()
+    after = load_mdm(tmp_path / "stage2").state_dict()
+    for name, tensor in start.state_dict().items():
+        torch.testing.assert_close(after[name], tensor, atol=1e-8, rtol=0)
+    # without init_from the same run starts from fresh weights, far from the first stage's
+    fresh = train_mdm(tiny_train_cfg(steps=2, lr=1e-12, seed=1), tmp_path / "fresh")
+    assert fresh["init_fingerprint"] is None
+    fresh_weights = load_mdm(tmp_path / "fresh").state_dict()
+    assert any(not torch.allclose(fresh_weights[n], t) for n, t in start.state_dict().items())
+
+
+def test_init_from_refuses_another_model_or_a_non_checkpoint(trained_run, tmp_path):
+    first, _, _ = trained_run
+    wider = tiny_train_cfg(steps=2, init_from=str(first))
+    wider.model = {**wider.model, "d_model": 64}
+    with pytest.raises(UpoError, match=r"another model config \(differs in \['d_model'\]\)"):
+        train_mdm(wider, tmp_path / "wider")
+    with pytest.raises(UpoError, match="not an MDM checkpoint"):
+        train_mdm(tiny_train_cfg(steps=2, init_from=str(tmp_path)), tmp_path / "nothing")
+
+
 # --- checkpoints ---------------------------------------------------------------------------
 
 

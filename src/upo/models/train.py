@@ -56,6 +56,9 @@ class MDMTrainConfig:
     val_puzzles: int = 100
     # Difficulty levels of the validation decodes: blanks for Sudoku, digits for addition, ...
     val_blanks: list[int] = field(default_factory=lambda: [45])
+    # A finished tiny-MDM checkpoint to start from (a second stage with a fresh optimiser, schedule
+    # and stream seed). Its model config must equal this run's; --resume ignores it.
+    init_from: str | None = None
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -83,6 +86,21 @@ def build_model(cfg: MDMTrainConfig, task) -> TinyMDM:
     fields = {**cfg.model, **task.model_defaults()}
     model_cfg = from_dict(TinyConfig, fields, "config: model")
     return TinyMDM(model_cfg)
+
+
+def load_initial_weights(model: TinyMDM, ckpt_dir: str | Path) -> str:
+    """Load `ckpt_dir`'s weights into `model`, which must have the same config; returns the
+    checkpoint's fingerprint, recorded in the new run's meta.json."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "config.json").is_file():
+        raise UpoError(f"init_from: {ckpt_dir} is not an MDM checkpoint (no config.json)")
+    saved = read_json(ckpt_dir / "config.json").get("model")
+    ours = to_dict(model.cfg)
+    if saved != ours:
+        keys = sorted(k for k in set(ours) | set(saved or {}) if (saved or {}).get(k) != ours.get(k))
+        raise UpoError(f"init_from: {ckpt_dir} has another model config (differs in {keys})")
+    load_weights(model, ckpt_dir / "model.safetensors")
+    return model.fingerprint()
 
 
 def answer_positions(task, length: int) -> torch.Tensor:
@@ -173,6 +191,7 @@ def train_mdm(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     start, elapsed = 0, 0.0
+    init_fingerprint = None
     finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
     if finished is not None:
         print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
@@ -184,6 +203,9 @@ def train_mdm(
             raise UpoError(f"{out_dir}: train_state.safetensors has no random generator state")
         gen.set_state(extra["rng.torch"])
         start, elapsed = state["step"], state.get("elapsed", 0.0)
+        init_fingerprint = read_json(out_dir / "meta.json").get("init_fingerprint")
+    elif cfg.init_from is not None:
+        init_fingerprint = load_initial_weights(model, cfg.init_from)
 
     stream = task.stream(cfg.seed)
     val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
@@ -214,6 +236,8 @@ def train_mdm(
             "train_seconds": round(elapsed, 1),
             "parameters": n_params,
             "validation": last_val,
+            "init_from": cfg.init_from,
+            "init_fingerprint": init_fingerprint,
             "complete": complete,
         }
         if complete:
