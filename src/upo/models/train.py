@@ -97,7 +97,9 @@ def load_initial_weights(model: TinyMDM, ckpt_dir: str | Path) -> str:
     saved = read_json(ckpt_dir / "config.json").get("model")
     ours = to_dict(model.cfg)
     if saved != ours:
-        keys = sorted(k for k in set(ours) | set(saved or {}) if (saved or {}).get(k) != ours.get(k))
+        keys = sorted(
+            k for k in set(ours) | set(saved or {}) if (saved or {}).get(k) != ours.get(k)
+        )
         raise UpoError(f"init_from: {ckpt_dir} has another model config (differs in {keys})")
     load_weights(model, ckpt_dir / "model.safetensors")
     return model.fingerprint()
