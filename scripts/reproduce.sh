@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Retrain every shipped checkpoint from scratch with the committed configs and regenerate
-# docs/results. About 6 hours on a 2-core CPU. Existing checkpoints are moved aside first.
+# docs/results. About 7 hours on a 2-core CPU. Existing checkpoints are moved aside first.
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PY=${PY:-.venv/bin/python}
 stamp=$(date +%Y%m%d-%H%M%S)
 for d in checkpoints/sudoku9-mdm checkpoints/sudoku4-mdm checkpoints/sudoku9-policy-pretrained checkpoints/sudoku9-policy \
-  checkpoints/addition-mdm checkpoints/addition-policy checkpoints/addition-policy-seed1 checkpoints/zebra-mdm; do
+  checkpoints/addition-mdm checkpoints/addition-policy checkpoints/addition-policy-seed1 checkpoints/zebra-mdm \
+  checkpoints/zebra-policy checkpoints/zebra-policy-seed1; do
   [ -d "$d" ] && mv "$d" "runs/replaced-$stamp-$(basename "$d")"
 done
 mkdir -p runs
@@ -20,10 +21,14 @@ bash scripts/ablations.sh
 bash scripts/diagnosis.sh
 bash scripts/evaluate_results.sh
 $PY scripts/results.py
-# The other tasks: data, MDMs, the addition policy (2 seeds) and their test tables.
+# The other tasks: data, MDMs, the addition and Zebra policies (2 seeds each) and their test tables.
 bash scripts/make_task_data.sh
 $UPO mdm train --config configs/mdm-addition.yaml --out checkpoints/addition-mdm --threads 1
-$UPO mdm train --config configs/mdm-zebra4.yaml --out checkpoints/zebra-mdm --threads 2
+# The Zebra MDM trains in two stages: the second starts from the first's weights (init_from).
+$UPO mdm train --config configs/mdm-zebra4.yaml --out runs/zebra-mdm --threads 2
+$UPO mdm train --config configs/mdm-zebra4-stage2.yaml --out checkpoints/zebra-mdm --threads 2
 $UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-policy --seed 0 --threads 1
 $UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-policy-seed1 --seed 1 --threads 1
+$UPO policy train --config configs/upo-zebra4.yaml --out checkpoints/zebra-policy --seed 0 --threads 1
+$UPO policy train --config configs/upo-zebra4.yaml --out checkpoints/zebra-policy-seed1 --seed 1 --threads 1
 bash scripts/tasks_results.sh all
