@@ -23,7 +23,7 @@ run() {  # name, extra args... (CFG=... before the call picks another recipe)
     cp "$out/meta.json" "$archived.meta.json" && cp "$out/metrics.jsonl" "$archived.metrics.jsonl"
   done
 }
-# In the order they are worth running when time is short (topk5 was not run in this budget).
+# In the order they are worth running when time is short.
 run ref-confidence --reference confidence --beta 0.01
 run no-regulariser --reference none --beta 0
 run ref-topk3 # the shipped recipe itself at the ablation budget
