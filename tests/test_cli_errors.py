@@ -197,6 +197,15 @@ def test_one_clear_line_and_exit_2(files, capsys, argv, fragments):
         ("pretrain", lambda f: pretrain_config(f["mdm9"], f["data"])),
         ("pretrain", lambda f: pretrain_config(f["root"] / "absent", f["data"])),
         ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], reference="bogus")),
+        ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], decode_with="bogus")),
+        (
+            "pretrain",
+            lambda f: pretrain_config(f["mdm"], f["data"], decode_with=str(f["root"] / "absent")),
+        ),
+        (
+            "pretrain",
+            lambda f: pretrain_config(f["other_mdm"], f["data"], decode_with=str(f["policy"])),
+        ),
         ("train", lambda f: upo_config(f["mdm"], f["data"], lr=-1.0)),
         ("train", lambda f: upo_config(f["mdm"], f["data"], adam_betas=[0.9])),
         ("train", lambda f: upo_config(f["mdm"], f["data"], checkpoint_every=0)),
@@ -223,6 +232,9 @@ def test_one_clear_line_and_exit_2(files, capsys, argv, fragments):
         "pre-mdm-of-other-task",
         "pre-mdm-missing",
         "pre-reference",
+        "pre-decode-with-unknown-rule",
+        "pre-decode-with-missing-policy",
+        "pre-decode-with-policy-of-other-mdm",
         "upo-negative-lr",
         "upo-betas",
         "upo-checkpoint-every",
@@ -338,3 +350,23 @@ def test_the_real_command_prints_one_line_and_exits_2(files):
         lines = message_lines(result.stderr)
         assert len(lines) == 1 and lines[0].startswith("upo: error: "), (argv, result.stderr)
         assert result.stdout == "", result.stdout
+
+
+def test_pretrain_visits_states_with_a_policy_checkpoint(files, capsys, tmp_path):
+    """decode_with may name a policy of this MDM: its greedy order visits the training states."""
+    config = pretrain_config(files["mdm"], files["data"], decode_with=str(files["policy"]))
+    config.update(target="correct")
+    out = tmp_path / "pre"
+    code, err = run(
+        capsys,
+        "policy",
+        "pretrain",
+        "--config",
+        write_yaml(tmp_path / "c.yaml", config),
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    assert (out / "model.safetensors").exists()
+    saved = json.loads((out / "config.json").read_text())
+    assert str(files["policy"]) in json.dumps(saved)

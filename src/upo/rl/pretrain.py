@@ -32,6 +32,7 @@ from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, save_policy
+from ..policies.resolve import resolve_policy
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
 from .grpo import chunks, load_split
@@ -44,7 +45,9 @@ class PretrainConfig:
     mdm: str = "checkpoints/sudoku9-mdm"
     train_data: str = "data/sudoku9-train.jsonl"
     reference: str = "confidence"  # any hand rule; its distribution is the target
-    decode_with: str | None = None  # rule that visits the states (default: the reference)
+    # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
+    # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
+    decode_with: str | None = None
     # "reference": imitate the reference; "correct": choose positions the MDM fills rightly
     target: str = "reference"
     # target "correct" only: weight of a per-position logistic loss (is the MDM's argmax right
@@ -200,9 +203,12 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         )
     try:
         reference = make_rule(cfg.reference)
-        decode_rule = make_rule(cfg.decode_with or cfg.reference)
     except ValueError as err:
         raise UpoError(str(err)) from None
+    if cfg.decode_with is None:
+        decode_rule = make_rule(cfg.reference)
+    else:
+        decode_rule = resolve_policy(cfg.decode_with, mdm)
     t0 = time.perf_counter()
     answers = data.answers if cfg.target == "correct" else None
     train_part, held_part = (
