@@ -22,6 +22,7 @@ from upo.io_utils import atomic_write_text
 from upo.models.registry import load_mdm
 from upo.policies.base import NEG_INF, Policy, top_by_score
 from upo.policies.rules import confidence, make_rule
+from upo.rl.rollout import on_track
 from upo.tasks.registry import get_task
 
 CELLS = torch.arange(81)
@@ -79,13 +80,13 @@ def main() -> None:
 
     def record(rows, state, choice):
         target = answers[rows]
-        on_track = ((state.tokens == target) | state.masked).all(1)
+        live = on_track(state, target)
         conf = confidence(state).masked_fill(~state.masked, -1.0)
         digit = state.logits.argmax(-1)
         clash = conflicted(state)
         top = conf.argmax(1)
         top3 = top_by_score(conf, state.masked, 3)
-        for i in on_track.nonzero().squeeze(1).tolist():
+        for i in live.nonzero().squeeze(1).tolist():
             t = int(top[i])
             right = bool(digit[i, t] == target[i, t])
             counts["states"] += 1

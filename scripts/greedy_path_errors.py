@@ -18,6 +18,7 @@ import torch
 from upo.decode import unmask
 from upo.models.registry import load_mdm
 from upo.policies.resolve import resolve_policy
+from upo.rl.rollout import on_track
 from upo.tasks.registry import get_task
 
 
@@ -42,10 +43,10 @@ def main() -> None:
 
         def record(rows, state, choice, counts=counts):
             target = answers[rows]
-            on_track = ((state.tokens == target) | state.masked).all(1)
+            live = on_track(state, target)
             wrong = (choice.chosen & (state.logits.argmax(-1) != target)).any(1)
-            counts["states"] += int(on_track.sum())
-            counts["wrong"] += int((wrong & on_track).sum())
+            counts["states"] += int(live.sum())
+            counts["wrong"] += int((wrong & live).sum())
 
         out = unmask(mdm, tokens, resolve_policy(name, mdm), on_step=record)
         solved = float(task.solved(batch, out.tokens.numpy()).mean())

@@ -52,6 +52,12 @@ class States:
         )
 
 
+def on_track(state: StepState, target: torch.Tensor) -> torch.Tensor:
+    """[B] bool: nothing filled so far differs from the answer `target` [B, L]. Only at such
+    states can the next choice still decide whether the item is solved."""
+    return ((state.tokens == target) | state.masked).all(1)
+
+
 def reference_view(reference: Policy | None, state: StepState, allowed: torch.Tensor):
     """(greedy choice [B], log-probs over positions [B, L]) of the reference at this state."""
     if reference is None:
@@ -116,9 +122,10 @@ def collect(
             parts["rd"].append(ref_logp)
         if answers is not None:
             target = answers[rows]
-            on_track = ((state.tokens == target) | state.masked).all(1, keepdim=True)
             filled = state.logits.argmax(-1)
-            parts["correct"].append((filled == target) & state.masked & on_track)
+            parts["correct"].append(
+                (filled == target) & state.masked & on_track(state, target)[:, None]
+            )
 
     traj = unmask(
         mdm,
