@@ -3,6 +3,7 @@ end-to-end run on a task with one right order, and replica consistency across pr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -27,6 +28,7 @@ from upo.rl.grpo import (
     action_logprobs,
     group_advantages,
     per_item_sum,
+    trajectory_chunks,
     update,
 )
 from upo.rl.references import make_reference
@@ -140,44 +142,80 @@ def test_ratio_is_one_at_first_inner_step(mdm4, puzzles4):
     assert stats.ratio_first == 1.0
 
     assert all(temp == temperature for _, temp, _ in calls)
-    # Without a KL term, log g_old comes from the first inner step's own pass: no extra pass.
-    n_chunks = math.ceil(len(states) / cfg.chunk_states)
+    # log g_old comes from the first inner step's own pass: no extra pass. The update walks the
+    # states item-major, in chunks of whole trajectories.
+    order = torch.argsort(states.item, stable=True)
+    n_chunks = len(trajectory_chunks(states.item[order], len(tokens), cfg.chunk_states))
     assert len(calls) == n_chunks * cfg.inner_steps
     assert all(g for g, _, _ in calls)
     per_call = [c[2] for c in calls]
-    first = gathered(torch.cat(per_call[:n_chunks]), states.action)
-    second = gathered(torch.cat(per_call[n_chunks:]), states.action)
+    first = gathered(torch.cat(per_call[:n_chunks]), states.action[order])
+    second = gathered(torch.cat(per_call[n_chunks:]), states.action[order])
     # g_old is the distribution the rollout sampled from (up to the bf16 feature cache)
-    assert torch.allclose(first, states.sample_logp, atol=1e-4)
+    assert torch.allclose(first, states.sample_logp[order], atol=1e-4)
     # after one optimiser step the ratio has moved away from 1
     assert (torch.exp(second - first) - 1).abs().max() > 1e-3
 
 
-def test_kl_reference_takes_one_old_pass_and_one_kl_pass_per_later_step(mdm4, puzzles4):
+def test_kl_reference_takes_one_pass_per_inner_step(mdm4, puzzles4):
     puzzles, _ = puzzles4
     tokens = puzzles[:4].repeat_interleave(2, 0)
     net = make_net(mdm4.feature_dim, spread=4.0)
     ref, _, states = rollout(mdm4, tokens, net, reference="softmax:0.5")
-    cfg = make_cfg("softmax:0.5", beta=0.1, inner_steps=3, chunk_states=5)
+    cfg = make_cfg("softmax:0.5", beta=0.1, inner_steps=3, chunk_states=25)
     adv = group_advantages(torch.rand(len(tokens), generator=seeded(1)), 2, False)
     calls = []
     original = net.log_probs
 
     def spy(inp, temp=1.0):
         out = original(inp, temp)
-        calls.append((torch.is_grad_enabled(), out.detach().clone()))
+        calls.append(torch.is_grad_enabled())
         return out
 
     net.log_probs = spy
     stats = update(net, torch.optim.SGD(net.parameters(), lr=0.1), states, adv, ref, cfg, no_sync)
-    n = math.ceil(len(states) / cfg.chunk_states)
-    # old pass, then per inner step: (a no-grad KL pass from the second step on) + the loss pass
-    grads = [g for g, _ in calls]
-    assert grads == [False] * n + [True] * n + ([False] * n + [True] * n) * (cfg.inner_steps - 1)
-    old = gathered(torch.cat([c for _, c in calls[:n]]), states.action)
-    first = gathered(torch.cat([c for _, c in calls[n : 2 * n]]), states.action)
-    assert torch.equal(torch.exp(first - old), torch.ones(len(states)))
+    # Chunks hold whole trajectories, so the KL estimator's trajectory sums come from the loss
+    # pass itself: no separate g_old pass and no extra no-grad pass per inner step.
+    order = torch.argsort(states.item, stable=True)
+    n = len(trajectory_chunks(states.item[order], len(tokens), cfg.chunk_states))
+    assert 1 < n < len(tokens)  # several trajectories per chunk, several chunks
+    assert calls == [True] * n * cfg.inner_steps
     assert stats.ratio_first == 1.0
+
+
+def test_kl_update_equals_whole_batch_loss(mdm4, puzzles4):
+    """The chunked KL update takes the same optimiser step as one pass over all states that
+    computes the trajectory log-probs first and then the loss of the docstring's estimator."""
+    puzzles, _ = puzzles4
+    tokens = puzzles[:4].repeat_interleave(2, 0)
+    net = make_net(mdm4.feature_dim, spread=4.0)
+    net.bf16 = False  # float32 throughout, so chunked and whole-batch sums agree to rounding
+    ref, _, states = rollout(mdm4, tokens, net, reference="softmax:0.5")
+    cfg = make_cfg("softmax:0.5", beta=0.3, inner_steps=2, chunk_states=25, grad_clip=1e9)
+    adv = group_advantages(torch.rand(len(tokens), generator=seeded(1)), 2, False)
+    twin = copy.deepcopy(net)
+    update(net, torch.optim.SGD(net.parameters(), lr=0.1), states, adv, ref, cfg, no_sync)
+
+    n = len(tokens)
+    weight = 1.0 / (per_item_sum(torch.ones(len(states)), states.item, n)[states.item] * n)
+    ref_traj = per_item_sum(states.ref_logp, states.item, n)
+    opt = torch.optim.SGD(twin.parameters(), lr=0.1)
+    old = None
+    for _ in range(cfg.inner_steps):
+        opt.zero_grad()
+        new = gathered(twin.log_probs(states.inputs, cfg.temperature), states.action)
+        old = new.detach() if old is None else old
+        ratio = torch.exp(new - old)
+        a = adv[states.item]
+        surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
+        new_traj = per_item_sum(new.detach(), states.item, n)
+        w = torch.exp(new_traj - per_item_sum(old, states.item, n)).clamp(0.5, 2.0)
+        coef = w * (1 + new_traj - ref_traj) / n
+        loss = -(surrogate * weight).sum() + cfg.beta * (coef[states.item] * new).sum()
+        loss.backward()
+        opt.step()
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5), (p - q).abs().max()
 
 
 # --- 3. the cross-entropy regulariser -------------------------------------------------------------
@@ -473,3 +511,21 @@ def test_two_process_training_keeps_replicas_identical(tmp_path):
     assert meta["replicas_identical"] is True
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 50])
+def test_trajectory_chunks_hold_whole_trajectories(size):
+    g = seeded(size)
+    counts = torch.randint(0, 9, (12,), generator=g)
+    item = torch.repeat_interleave(torch.arange(12), counts)
+    bounds = trajectory_chunks(item, 12, size)
+    # the slices tile the states in order, without gaps or empty chunks
+    assert bounds[0].start == 0 and bounds[-1].stop == len(item)
+    assert all(a.stop == b.start for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(s.stop > s.start for s in bounds)
+    for s in bounds:
+        inside = set(item[s].tolist())
+        # no trajectory is split across chunks
+        assert all(int((item == i).sum()) == int((item[s] == i).sum()) for i in inside)
+        # at most `size` states, unless the chunk is one trajectory longer than that
+        assert s.stop - s.start <= size or len(inside) == 1

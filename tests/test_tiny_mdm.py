@@ -371,6 +371,15 @@ def test_checkpoint_round_trip(tmp_path, puzzles4, bf16):
     a, fa = model(puzzles4[0])
     b, fb = loaded(puzzles4[0])
     assert torch.equal(a, b) and torch.equal(fa, fb)
+    # load_mdm casts a bf16 model's Linear weights once (autocast would on every call): outputs
+    # stay bit-identical, with padding too, and the fingerprint is the float32 weights'
+    linear_dtypes = {m.weight.dtype for m in loaded.modules() if isinstance(m, torch.nn.Linear)}
+    assert linear_dtypes == {torch.bfloat16 if bf16 else torch.float32}
+    keep = torch.rand(puzzles4[0].shape, generator=torch.Generator().manual_seed(0)) > 0.2
+    keep[:, 0] = True
+    a, fa = model(puzzles4[0], keep)
+    b, fb = loaded(puzzles4[0], keep)
+    assert torch.equal(a, b) and torch.equal(fa, fb)
 
 
 def test_checkpoint_overwrite_is_complete(tmp_path):
@@ -596,3 +605,30 @@ def test_attention_shortcuts_are_bit_identical_to_the_plain_formula(head_dim):
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         plain = torch.softmax(scores, dim=-1) @ v.float()
         assert torch.equal(attention(q, k, v, key_mask), plain)
+
+
+@pytest.mark.parametrize("head_dim", [4, 16, 24])
+def test_fused_attention_matches_the_hand_written_one_with_and_without_padding(head_dim):
+    """Training passes of the policy use the fused kernel, inference the hand-written one: both
+    must compute the same attention (values and gradients), padded keys excluded."""
+    from upo.models.tiny import attention, fused_attention
+
+    g = torch.Generator().manual_seed(head_dim)
+    padded = torch.rand(3, 17, generator=g) > 0.3
+    padded[:, 0] = True
+    for key_mask in (padded, torch.ones_like(padded)):
+        grads = []
+        for kernel in (attention, fused_attention):
+            g.manual_seed(1)
+            qkv = [torch.randn(3, 2, 17, head_dim, generator=g, requires_grad=True) for _ in "qkv"]
+            out = kernel(*qkv, key_mask)
+            (out * torch.linspace(-1, 1, head_dim)).sum().backward()
+            grads.append((out.detach(), *(t.grad for t in qkv)))
+        for hand, fused in zip(*grads, strict=True):
+            assert torch.allclose(hand, fused, atol=1e-5)
+    # a padded key gets no weight: changing its value changes nothing
+    v = torch.randn(3, 2, 17, head_dim, generator=g)
+    v2 = v.clone()
+    v2[~padded[:, None, :].expand(3, 2, 17)] += 100.0
+    q = torch.randn(3, 2, 17, head_dim, generator=g)
+    assert torch.allclose(fused_attention(q, q, v, padded), fused_attention(q, q, v2, padded))

@@ -52,9 +52,7 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     model_cfg = from_dict(TinyConfig, cfg_json.get("model", {}), f"{path / 'config.json'}: model")
     model = TinyMDM(model_cfg)
     load_weights(model, path / "model.safetensors")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.freeze_for_inference()
     model.task = cfg_json.get("task")
     if threads:
         torch.set_num_threads(threads)

@@ -91,6 +91,14 @@ def attention(q, k, v, key_mask):
     return torch.softmax(scores, dim=-1) @ v.float()
 
 
+def fused_attention(q, k, v, key_mask):
+    """The same attention through PyTorch's fused float32 kernel (equal to `attention` up to
+    rounding). Its backward is about 1.5x faster on this CPU than autograd through `attention`,
+    so training passes use it; under bf16 its backward is very slow here, hence float32."""
+    mask = None if key_mask.all() else key_mask[:, None, None, :]
+    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: TinyConfig):
         super().__init__()
@@ -217,8 +225,26 @@ class TinyMDM(nn.Module):
         logits[..., self.mask_id] = float("-inf")
         return logits, features
 
+    def freeze_for_inference(self) -> TinyMDM:
+        """Frozen, for decoding only. Under bf16 autocast every Linear layer casts its float32
+        weights to bf16 on each call; casting them once here gives bit-identical outputs and saves
+        about a fifth of a forward pass on this CPU. The fingerprint is taken first, from the
+        float32 weights, so it stays the checkpoint's."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self._frozen_fingerprint = self.fingerprint()
+        if self.cfg.bf16:
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    module.to(torch.bfloat16)
+        return self
+
     def fingerprint(self) -> str:
         """Identifies these exact weights, so a policy trained on one MDM refuses another."""
+        frozen = getattr(self, "_frozen_fingerprint", None)
+        if frozen is not None:
+            return frozen
         h = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())

@@ -18,7 +18,7 @@ from torch import nn
 from ..checkpoint import load_weights, read_json, save_checkpoint
 from ..config import from_dict, to_dict
 from ..errors import UpoError
-from ..models.tiny import attention
+from ..models.tiny import attention, fused_attention
 from .base import NEG_INF, Policy, StepState, masked_log_softmax, top_by_score
 from .rules import confidence
 
@@ -158,7 +158,10 @@ class PolicyNet(nn.Module):
             h = self.cfg.n_heads
             qkv = self.qkv(self.norm1(x)).view(n, l, 3, h, w // h).permute(2, 0, 3, 1, 4)
             with torch.autocast(device_type=dev, enabled=False):
-                att = attention(qkv[0], qkv[1], qkv[2], inp.valid)
+                # Training passes take the fused kernel (faster backward); inference keeps the
+                # hand-written one, so greedy decisions stay bit-identical to recorded results.
+                kernel = fused_attention if torch.is_grad_enabled() else attention
+                att = kernel(*qkv.unbind(0), inp.valid)  # unbind: no zero-filled grad buffer
             att = att.transpose(1, 2).reshape(n, l, w).to(x.dtype)
             x = x + self.out(att)
             x = x + self.ff(self.norm2(x))

@@ -73,7 +73,9 @@ class UPOConfig:
     weight_decay: float = 0.1
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0  # [0.2]
-    chunk_states: int = 256  # states per forward in the update (small chunks stay in cache)
+    # states per forward in the update, in whole trajectories (a longer one is a chunk of its own);
+    # small chunks stay in cache
+    chunk_states: int = 256
     seed: int = 0
     threads: int = 2
     eval_every: int = 20
@@ -150,6 +152,21 @@ def action_logprobs(net, states: States, temperature: float, chunk: int) -> torc
         )
 
 
+def trajectory_chunks(item: torch.Tensor, n_items: int, size: int) -> list[slice]:
+    """Slices of item-major states (sorted by item) that hold whole trajectories, at most `size`
+    states each; a trajectory longer than `size` is a chunk of its own."""
+    counts = torch.bincount(item, minlength=n_items).tolist()
+    out, start, end = [], 0, 0
+    for c in counts:
+        if end > start and end - start + c > size:
+            out.append(slice(start, end))
+            start = end
+        end += c
+    if end > start:
+        out.append(slice(start, end))
+    return out
+
+
 @dataclass
 class UpdateStats:
     loss: float = 0.0
@@ -163,21 +180,22 @@ class UpdateStats:
 def update(
     net, opt, states: States, adv: torch.Tensor, ref: Reference, cfg: UPOConfig, sync
 ) -> UpdateStats:
-    """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls)."""
+    """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls).
+
+    States are taken item-major and chunked at trajectory boundaries, so every chunk's forward
+    pass also gives the whole-trajectory log-probs the KL estimator needs: one pass over the
+    states per inner step, whatever the regulariser. The first inner step's pass provides
+    log g_old (the policy is still g_old there), so the ratio is exactly 1 at that step.
+    """
     n_items = len(adv)
     adv = adv.to(states.item.device)
+    states = states.take(torch.argsort(states.item, stable=True))
+    bounds = trajectory_chunks(states.item, n_items, cfg.chunk_states)
     steps_per_item = per_item_sum(
         torch.ones(len(states), device=states.item.device), states.item, n_items
     )
-    # log g_old: the KL estimator needs whole-trajectory sums before the first update pass, so it
-    # takes a pass of its own; otherwise the first inner step's forward pass provides it (the
-    # policy is still g_old there), which saves one pass over every state.
-    kl_first = ref.regulariser == "kl" and cfg.beta > 0
-    if kl_first:
-        old = action_logprobs(net, states, cfg.temperature, cfg.chunk_states)
-        old_traj = per_item_sum(old, states.item, n_items)
-    else:
-        old = torch.empty(len(states), device=states.item.device)
+    kl = ref.regulariser == "kl" and cfg.beta > 0
+    old = torch.empty(len(states), device=states.item.device)
     if cfg.step_aggregation == "mean":
         weight = 1.0 / (steps_per_item[states.item] * n_items)
     else:
@@ -185,27 +203,13 @@ def update(
     ref_traj = per_item_sum(states.ref_logp, states.item, n_items)
     stats = UpdateStats()
     for inner in range(cfg.inner_steps):
-        kl_coef = None
-        if kl_first:
-            # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
-            # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. At the first
-            # inner step the policy is still g_old, so new = old and w = 1 without another pass.
-            new_traj = old_traj
-            if inner > 0:
-                new_traj = per_item_sum(
-                    action_logprobs(net, states, cfg.temperature, cfg.chunk_states),
-                    states.item,
-                    n_items,
-                )
-            w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
-            kl_coef = w * (1 + new_traj - ref_traj) / n_items
         opt.zero_grad(set_to_none=True)
         total, clipped, reg_value, ent, agree = 0.0, 0.0, 0.0, 0.0, 0.0
-        for idx in chunks(len(states), cfg.chunk_states):
+        for k, idx in enumerate(bounds):
             s = states.take(idx)
             logp_all = net.log_probs(inputs_on(net, s.inputs), cfg.temperature)
             new = logp_all.gather(1, s.action[:, None]).squeeze(1)
-            if inner == 0 and not kl_first:
+            if inner == 0:
                 old[idx] = new.detach()
             ratio = torch.exp(new - old[idx])
             a = adv[s.item]
@@ -215,7 +219,15 @@ def update(
                 ce = -logp_all.gather(1, s.ref_choice[:, None]).squeeze(1)
                 loss = loss + cfg.beta * (ce * weight[idx]).sum()
                 reg_value += float((ce.detach() * weight[idx]).sum())
-            elif kl_coef is not None:
+            elif kl:
+                # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
+                # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. The chunk
+                # holds whole trajectories, so its own pass gives log g(tau); at the first inner
+                # step new = old and w = 1 exactly.
+                new_traj = per_item_sum(new.detach(), s.item, n_items)
+                old_traj = per_item_sum(old[idx], s.item, n_items)
+                w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
+                kl_coef = w * (1 + new_traj - ref_traj) / n_items
                 loss = loss + cfg.beta * (kl_coef[s.item] * new).sum()
             loss.backward()
             total += float(loss.detach())
@@ -225,7 +237,7 @@ def update(
                 ent += float(-(p * logp_all.detach().masked_fill(~s.inputs.allowed, 0.0)).sum())
                 if ref.policy is not None:
                     agree += float((logp_all.argmax(1) == s.ref_choice).float().sum())
-                if idx[0] == 0:
+                if k == 0:
                     stats.ratio_first = float(ratio.detach().max())
         sync(net)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
