@@ -85,7 +85,8 @@ def attention(q, k, v, key_mask):
         # L times less work (the policy's heads, Dh = 16)
         scores = (q / root) @ k.float().transpose(-1, -2)
     else:
-        scores = (q @ k.float().transpose(-1, -2)) / math.sqrt(dh)
+        # in place: the same bits without a second L x L tensor (a third off the attention here)
+        scores = (q @ k.float().transpose(-1, -2)).div_(math.sqrt(dh))
     if not key_mask.all():  # no padding (the usual case): skip a pass over the score tensor
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     return torch.softmax(scores, dim=-1) @ v.float()
