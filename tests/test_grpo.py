@@ -25,7 +25,6 @@ from upo.policies.rules import make_rule
 from upo.rl.grpo import (
     Distributed,
     UPOConfig,
-    action_logprobs,
     group_advantages,
     per_item_sum,
     trajectory_chunks,
@@ -111,9 +110,6 @@ def test_trajectory_logprob_is_sum_of_step_logprobs(mdm4, puzzles4):
     assert torch.allclose(per_item_sum(states.sample_logp, states.item, n), traj.logprob, atol=1e-4)
     # the temperature is part of the log-prob: the untempered policy gives something else
     assert (per_item_sum(at_one, states.item, n) - traj.logprob).abs().max() > 0.1
-    # g_old as the update computes it (chunked) is the sampling distribution's log-prob
-    old = action_logprobs(net, states, temperature, chunk=7)
-    assert torch.allclose(old, states.sample_logp, atol=1e-4)
 
 
 # --- 2. the ratio at the first inner step --------------------------------------------------------

@@ -139,19 +139,6 @@ def chunks(n: int, size: int):
         yield torch.arange(start, min(start + size, n))
 
 
-def action_logprobs(net, states: States, temperature: float, chunk: int) -> torch.Tensor:
-    """log g_phi(a | x) for every recorded state, without gradients."""
-    with torch.no_grad():
-        return torch.cat(
-            [
-                net.log_probs(inputs_on(net, states.take(i).inputs), temperature)
-                .gather(1, states.action[i, None])
-                .squeeze(1)
-                for i in chunks(len(states), chunk)
-            ]
-        )
-
-
 def trajectory_chunks(item: torch.Tensor, n_items: int, size: int) -> list[slice]:
     """Slices of item-major states (sorted by item) that hold whole trajectories, at most `size`
     states each; a trajectory longer than `size` is a chunk of its own."""
