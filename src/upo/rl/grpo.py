@@ -169,15 +169,17 @@ def update(
 ) -> UpdateStats:
     """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls).
 
-    States are taken item-major and chunked at trajectory boundaries, so every chunk's forward
+    States are walked item-major and chunked at trajectory boundaries, so every chunk's forward
     pass also gives the whole-trajectory log-probs the KL estimator needs: one pass over the
     states per inner step, whatever the regulariser. The first inner step's pass provides
     log g_old (the policy is still g_old there), so the ratio is exactly 1 at that step.
     """
     n_items = len(adv)
     adv = adv.to(states.item.device)
-    states = states.take(torch.argsort(states.item, stable=True))
-    bounds = trajectory_chunks(states.item, n_items, cfg.chunk_states)
+    # Chunks are index sets gathered one at a time, not slices of a reordered copy: the cached
+    # features are the bulk of memory (GBs for an LLM), and a second full copy would double it.
+    order = torch.argsort(states.item, stable=True)
+    bounds = [order[b] for b in trajectory_chunks(states.item[order], n_items, cfg.chunk_states)]
     steps_per_item = per_item_sum(
         torch.ones(len(states), device=states.item.device), states.item, n_items
     )

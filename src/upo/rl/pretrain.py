@@ -205,10 +205,8 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         reference = make_rule(cfg.reference)
     except ValueError as err:
         raise UpoError(str(err)) from None
-    if cfg.decode_with is None:
-        decode_rule = make_rule(cfg.reference)
-    else:
-        decode_rule = resolve_policy(cfg.decode_with, mdm)
+    # rules are stateless, so the reference itself can visit the states
+    decode_rule = reference if cfg.decode_with is None else resolve_policy(cfg.decode_with, mdm)
     t0 = time.perf_counter()
     answers = data.answers if cfg.target == "correct" else None
     train_part, held_part = (
