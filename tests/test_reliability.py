@@ -14,6 +14,7 @@ import pickle
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -528,6 +529,21 @@ def test_interrupted_figure_save_keeps_the_old_png(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
+
+
+def test_written_files_and_checkpoints_get_the_usual_modes_not_private_ones(tmp_path):
+    # mkstemp/mkdtemp make 0600/0700 temporaries; what they become must be readable like any file
+    # the user writes (here umask 022: 0644 files, 0755 directories).
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "results.json", "{}\n")
+        ckpt = write_mdm(tmp_path / "mdm")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
+    for f in ckpt.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name
 
 
 def test_atomic_write_to_a_directory_is_one_clear_error(tmp_path):

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UpoError
-from .io_utils import fresh_tmp_dir, recover_dir, replace_dir, write_json
+from .io_utils import fresh_tmp_dir, recover_dir, replace_dir, usual_mode, write_json
 
 CHECKPOINT_FILES = frozenset(
     {"config.json", "model.safetensors", "meta.json", "train_state.safetensors", "train_state.json"}
@@ -79,7 +79,9 @@ def save_checkpoint(
             tensors.update(extra_tensors or {})
             save_file(tensors, str(tmp / "train_state.safetensors"))
             write_json(tmp / "train_state.json", {**(train_state or {}), **groups})
+        mode = usual_mode()
         for written in tmp.iterdir():  # on disk before the directory swap makes them current
+            written.chmod(mode)  # safetensors writes its files private (0600)
             with open(written, "rb") as f:
                 os.fsync(f.fileno())
         replace_dir(tmp, out_dir, owned=CHECKPOINT_FILES)

@@ -12,6 +12,14 @@ from pathlib import Path
 from .errors import UpoError
 
 
+def usual_mode(directory: bool = False) -> int:
+    """The mode open() or mkdir() would give under the current umask. mkstemp and mkdtemp make
+    private temporaries (0600, 0700); the data files and checkpoints they become get this."""
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
@@ -25,6 +33,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, usual_mode())
     except OSError as err:
         raise UpoError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
@@ -96,7 +105,9 @@ def recover_dir(
 def fresh_tmp_dir(final_dir: Path) -> Path:
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.tmp"))
+    tmp.chmod(usual_mode(directory=True))
+    return tmp
 
 
 class JsonlLog:
