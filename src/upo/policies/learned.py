@@ -42,6 +42,11 @@ class PolicyConfig:
     # attention compare what positions are about to receive, e.g. two masked cells of one Sudoku
     # row predicted to hold the same digit, which no single position's confidence shows.
     board_vocab: int | None = None
+    # Fill a near-certain cell without asking the network: when the most confident candidate's
+    # top-1 probability exceeds this, it is the only allowed position. Most steps are choices among
+    # cells that are all near-certain, where the order changes nothing; gating them out leaves the
+    # network (and GRPO's reward signal) to the few states where the choice can matter. None: off.
+    certain_above: float | None = None
 
     def validate(self) -> None:
         if self.feature_dim < 1 or self.width < 1 or self.mlp_hidden < 1:
@@ -50,6 +55,8 @@ class PolicyConfig:
             raise ValueError(f"width {self.width} is not divisible by n_heads {self.n_heads}")
         if self.restrict_topk is not None and self.restrict_topk < 1:
             raise ValueError("restrict_topk must be at least 1")
+        if self.certain_above is not None and not 0.0 < self.certain_above < 1.0:
+            raise ValueError(f"certain_above must be in (0, 1), got {self.certain_above}")
         if self.board_vocab is not None and self.board_vocab < 2:
             raise ValueError("board_vocab must be the MDM's vocabulary size (at least 2)")
 
@@ -88,19 +95,39 @@ def top_probabilities(probs: torch.Tensor, mask_id: int, k: int = TOP_PROBS) -> 
     return top
 
 
-def allowed_positions(state: StepState, restrict_topk: int | None) -> torch.Tensor:
-    if restrict_topk is None:
+def allowed_positions(
+    state: StepState, restrict_topk: int | None, certain_above: float | None = None
+) -> torch.Tensor:
+    if restrict_topk is None and certain_above is None:
         return state.candidates
-    return top_by_score(confidence(state), state.candidates, restrict_topk)
+    conf = confidence(state)
+    allowed = (
+        state.candidates
+        if restrict_topk is None
+        else top_by_score(conf, state.candidates, restrict_topk)
+    )
+    if certain_above is not None:
+        best = top_by_score(conf, state.candidates, 1)
+        certain = (conf.masked_fill(~state.candidates, 0.0).amax(1) > certain_above)[:, None]
+        allowed = torch.where(certain, best, allowed)
+    return allowed
 
 
-def inputs_from_state(state: StepState, mask_id: int, restrict_topk: int | None) -> PolicyInputs:
+def is_decision(inputs: PolicyInputs) -> torch.Tensor:
+    """[N] bool: states where the policy has more than one position to choose from. The others
+    (a gated near-certain cell, the last masked cell) have log-probability 0 and no gradient."""
+    return inputs.allowed.sum(1) > 1
+
+
+def inputs_from_state(
+    state: StepState, mask_id: int, restrict_topk: int | None, certain_above: float | None = None
+) -> PolicyInputs:
     return PolicyInputs(
         features=state.features.to(torch.bfloat16),
         top_probs=top_probabilities(state.probs, mask_id),
         masked=state.masked,
         block=state.block,
-        allowed=allowed_positions(state, restrict_topk),
+        allowed=allowed_positions(state, restrict_topk, certain_above),
         board=torch.where(state.masked, state.logits.argmax(-1), state.tokens),
         valid=(
             torch.ones_like(state.masked)
@@ -198,7 +225,8 @@ class LearnedPolicy(Policy):
         self.name = name
 
     def inputs(self, state: StepState) -> PolicyInputs:
-        return inputs_from_state(state, self.mask_id, self.net.cfg.restrict_topk)
+        cfg = self.net.cfg
+        return inputs_from_state(state, self.mask_id, cfg.restrict_topk, cfg.certain_above)
 
     @torch.no_grad()
     def greedy_scores(self, state):

@@ -34,6 +34,7 @@ from ..policies.learned import (
     PolicyConfig,
     PolicyInputs,
     PolicyNet,
+    is_decision,
     load_policy,
     save_policy,
 )
@@ -233,13 +234,13 @@ def update(
         opt.step()
         if inner == 0:
             stats.loss = total
-            stats.entropy = ent / len(states)
-            stats.agreement = agree / len(states)
+            stats.entropy = ent / max(len(states), 1)  # no states: every step was gated
+            stats.agreement = agree / max(len(states), 1)
             if ref.regulariser == "kl":
                 # KL(g_old || g_ref) estimate
                 reg_value = float((per_item_sum(old, states.item, n_items) - ref_traj).mean())
             stats.reg = reg_value
-        stats.clip_frac += clipped / len(states) / cfg.inner_steps
+        stats.clip_frac += clipped / max(len(states), 1) / cfg.inner_steps
     return stats
 
 
@@ -468,7 +469,11 @@ def train_upo(
             gen,
             attention_mask=torch.from_numpy(batch.attention_mask).to(device),
             block_size=getattr(task, "block_length", None),
+            certain_above=net.cfg.certain_above,
         )
+        if net.cfg.certain_above is not None:
+            # gated near-certain cells are not decisions: keep only the states that are
+            states = states.take(is_decision(states.inputs).nonzero().squeeze(1))
         if cfg.feature_cache == "cpu":
             states.inputs.features = states.inputs.features.cpu()
         t_rollout = time.perf_counter() - t0

@@ -87,6 +87,7 @@ def collect(
     answers: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     block_size: int | None = None,
+    certain_above: float | None = None,
 ) -> tuple[Trajectory, States]:
     parts: dict[str, list] = {
         k: []
@@ -104,7 +105,7 @@ def collect(
     }
 
     def record(rows, state: StepState, choice):
-        inp = inputs_from_state(state, mdm.mask_id, restrict_topk)
+        inp = inputs_from_state(state, mdm.mask_id, restrict_topk, certain_above)
         action = choice.chosen.float().argmax(1)
         ref_choice, ref_logp = reference_view(reference, state, inp.allowed)
         parts["inputs"].append(inp)
