@@ -11,6 +11,7 @@ from test_grpo import make_cfg, no_sync, seeded, write_sudoku4_setup
 from upo.config import load_config
 from upo.decode import unmask
 from upo.io_utils import read_jsonl
+from upo.models.registry import load_mdm
 from upo.policies.base import StepState, top_by_score
 from upo.policies.learned import (
     LearnedPolicy,
@@ -69,7 +70,7 @@ def test_fully_gated_policy_decodes_as_max_confidence(mdm4, puzzles4):
     net = gated_net(mdm4.feature_dim, certain_above=1e-6)
     gated = unmask(mdm4, puzzles, LearnedPolicy(net, mdm4.mask_id, greedy=True))
     rule = unmask(mdm4, puzzles, make_rule("confidence"))
-    free = unmask(mdm4, puzzles, LearnedPolicy(gated_net(mdm4.feature_dim, 0.999999), 0))
+    free = unmask(mdm4, puzzles, LearnedPolicy(gated_net(mdm4.feature_dim, 0.999999), mdm4.mask_id))
     assert torch.equal(gated.order, rule.order)
     assert not torch.equal(free.order, rule.order)  # the network alone does decide differently
 
@@ -89,7 +90,7 @@ def test_rollout_marks_gated_states_and_update_trains_only_on_decisions(mdm4, pu
     assert decision.any() and (~decision).any()
     # a state with one allowed cell is taken with probability 1: log-prob 0, no choice made
     assert torch.equal(states.sample_logp[~decision], torch.zeros(int((~decision).sum())))
-    kept = states.take(decision.nonzero().squeeze(1))
+    kept = states.take(decision)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     adv = group_advantages(torch.arange(len(tokens), dtype=torch.float32), 2, False)
     # summed over steps, the gated states add nothing to the gradient (their ratio is 1 with no
@@ -109,7 +110,7 @@ def test_nothing_left_to_decide_is_a_no_op_update(mdm4, puzzles4):
     net = gated_net(mdm4.feature_dim, certain_above=1e-6)
     sampler = LearnedPolicy(net, mdm4.mask_id, greedy=False)
     _, states = collect(mdm4, puzzles, sampler, None, None, seeded(0), certain_above=1e-6)
-    none = states.take(is_decision(states.inputs).nonzero().squeeze(1))
+    none = states.take(is_decision(states.inputs))
     assert len(none) == 0
     before = [p.clone() for p in net.parameters()]
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
@@ -119,7 +120,7 @@ def test_nothing_left_to_decide_is_a_no_op_update(mdm4, puzzles4):
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
 
 
-def test_training_with_the_gate_logs_decisions_and_keeps_it_in_the_checkpoint(tmp_path, mdm4):
+def test_training_with_the_gate_logs_decisions_and_keeps_it_in_the_checkpoint(tmp_path):
     config = write_sudoku4_setup(tmp_path)
     raw = yaml.safe_load(config.read_text())
     raw["policy"]["certain_above"] = 0.3
@@ -128,8 +129,6 @@ def test_training_with_the_gate_logs_decisions_and_keeps_it_in_the_checkpoint(tm
     train_upo(load_config(UPOConfig, config), out)
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if "states" in r]
     assert rows and all(r["states"] <= r["mdm_forwards"] for r in rows)
-    from upo.models.registry import load_mdm
-
     net = load_policy(out, load_mdm(tmp_path / "mdm"))
     assert net.cfg.certain_above == 0.3
 

@@ -473,7 +473,7 @@ def train_upo(
         )
         if net.cfg.certain_above is not None:
             # gated near-certain cells are not decisions: keep only the states that are
-            states = states.take(is_decision(states.inputs).nonzero().squeeze(1))
+            states = states.take(is_decision(states.inputs))
         if cfg.feature_cache == "cpu":
             states.inputs.features = states.inputs.features.cpu()
         t_rollout = time.perf_counter() - t0
