@@ -23,6 +23,7 @@ from upo.policies.learned import (
 )
 from upo.policies.rules import confidence, make_rule
 from upo.rl.grpo import UPOConfig, group_advantages, train_upo, update
+from upo.rl.pretrain import visit_states
 from upo.rl.references import make_reference
 from upo.rl.rollout import collect
 
@@ -136,3 +137,19 @@ def test_training_with_the_gate_logs_decisions_and_keeps_it_in_the_checkpoint(tm
 def test_certain_above_outside_zero_one_is_rejected():
     with pytest.raises(ValueError, match="certain_above"):
         PolicyConfig(feature_dim=8, certain_above=1.0).validate()
+
+
+def test_pretraining_states_with_the_gate_are_the_decisions_of_the_ungated_visit(mdm4, puzzles4):
+    """Max-confidence takes the same path with or without the gate, so the gated visit keeps
+    exactly the ungated states whose most confident cell is not above the threshold."""
+    puzzles, _ = puzzles4
+    rule = make_rule("confidence")
+    ungated = visit_states(mdm4, puzzles.numpy(), rule, rule, seed=0)
+    probs = ungated.inputs.top_probs[:, :, 0].masked_fill(~ungated.inputs.masked, 0.0)
+    threshold = float(probs.amax(1).median())
+    gated = visit_states(mdm4, puzzles.numpy(), rule, rule, seed=0, certain_above=threshold)
+    expected = (probs.amax(1) <= threshold) & (ungated.inputs.masked.sum(1) > 1)
+    assert 0 < len(gated) < len(ungated)
+    assert len(gated) == int(expected.sum())
+    assert bool(is_decision(gated.inputs).all())
+    assert torch.equal(gated.inputs.masked, ungated.inputs.masked[expected])

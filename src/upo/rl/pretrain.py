@@ -31,7 +31,7 @@ from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax
-from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, save_policy
+from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
 from ..policies.resolve import resolve_policy
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
@@ -89,7 +89,10 @@ def visit_states(
     seed: int,
     answers: np.ndarray | None = None,
     only_informative: bool = False,
+    certain_above: float | None = None,
 ) -> States:
+    """States visited while `decode_rule` decodes `tokens`. With `certain_above` (the policy's
+    gate) only the decisions are kept: at a gated state the network is never asked."""
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for idx in chunks(len(tokens), 128):
@@ -103,10 +106,13 @@ def visit_states(
             gen,
             keep_ref_dist=True,
             answers=None if answers is None else torch.from_numpy(answers[rows]),
+            certain_above=certain_above,
         )
+        if certain_above is not None:
+            states = states.take(is_decision(states.inputs))
         if answers is not None:
             keep = informative(states) if only_informative else states.correct.any(1)
-            states = states.take(keep.nonzero().squeeze(1))
+            states = states.take(keep)
         parts.append(states)
     return concat_states(parts)
 
@@ -207,6 +213,11 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         raise UpoError(str(err)) from None
     # rules are stateless, so the reference itself can visit the states
     decode_rule = reference if cfg.decode_with is None else resolve_policy(cfg.decode_with, mdm)
+    # built before the states are collected (minutes), so a bad policy setting fails at once
+    policy_cfg = from_dict(
+        PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy"
+    )
+    certain_above = policy_cfg.certain_above
     t0 = time.perf_counter()
     answers = data.answers if cfg.target == "correct" else None
     train_part, held_part = (
@@ -221,6 +232,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         cfg.seed,
         None if answers is None else answers[train_part],
         only_informative=cfg.target == "correct" and cfg.pointwise_weight == 0,
+        certain_above=certain_above,
     )
     held_states = visit_states(
         mdm,
@@ -229,11 +241,10 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         reference,
         cfg.seed + 1,
         None if answers is None else answers[held_part],
+        certain_above=certain_above,
     )
     t_collect = time.perf_counter() - t0
-    net = PolicyNet(
-        from_dict(PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy")
-    )
+    net = PolicyNet(policy_cfg)
     print(
         f"policy: {net.num_parameters():,} parameters; {len(train_states)} training states, "
         f"{len(held_states)} held-out states ({t_collect:.0f}s to collect)",
