@@ -198,6 +198,11 @@ def test_one_clear_line_and_exit_2(files, capsys, argv, fragments):
         ("pretrain", lambda f: pretrain_config(f["root"] / "absent", f["data"])),
         ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], reference="bogus")),
         ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], decode_with="bogus")),
+        ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], decode_with=[])),
+        (
+            "pretrain",
+            lambda f: pretrain_config(f["mdm"], f["data"], decode_with=["confidence", "bogus"]),
+        ),
         (
             "pretrain",
             lambda f: pretrain_config(f["mdm"], f["data"], decode_with=str(f["root"] / "absent")),
@@ -233,6 +238,8 @@ def test_one_clear_line_and_exit_2(files, capsys, argv, fragments):
         "pre-mdm-missing",
         "pre-reference",
         "pre-decode-with-unknown-rule",
+        "pre-decode-with-empty-list",
+        "pre-decode-with-list-with-unknown-rule",
         "pre-decode-with-missing-policy",
         "pre-decode-with-policy-of-other-mdm",
         "upo-negative-lr",
@@ -370,3 +377,30 @@ def test_pretrain_visits_states_with_a_policy_checkpoint(files, capsys, tmp_path
     assert (out / "model.safetensors").exists()
     saved = json.loads((out / "config.json").read_text())
     assert str(files["policy"]) in json.dumps(saved)
+
+
+def test_pretrain_with_a_list_of_visitors_keeps_all_their_states(files, capsys, tmp_path):
+    """DAgger with aggregation: each listed order decodes the same puzzles and every state is kept,
+    so the training set is the union of the single-visitor ones."""
+
+    def states(decode_with, name):
+        # target "correct" keeps only the informative states, so the counts depend on the order
+        config = pretrain_config(
+            files["mdm"], files["data"], decode_with=decode_with, target="correct"
+        )
+        code, err = run(
+            capsys,
+            "policy",
+            "pretrain",
+            "--config",
+            write_yaml(tmp_path / f"{name}.yaml", config),
+            "--out",
+            tmp_path / name,
+        )
+        assert code == 0, err
+        return json.loads((tmp_path / name / "meta.json").read_text())["states"]
+
+    policy = str(files["policy"])
+    alone = states(policy, "policy"), states("random", "random")
+    assert alone[0] != alone[1]
+    assert states([policy, "random"], "both") == sum(alone)

@@ -47,7 +47,9 @@ class PretrainConfig:
     reference: str = "confidence"  # any hand rule; its distribution is the target
     # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
     # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
-    decode_with: str | None = None
+    # A list aggregates: each entry decodes the same puzzles and all their states are kept (DAgger
+    # with aggregation: list the previous rounds' policies).
+    decode_with: str | list[str] | None = None
     # "reference": imitate the reference; "correct": choose positions the MDM fills rightly
     target: str = "reference"
     # target "correct" only: weight of a per-position logistic loss (is the MDM's argmax right
@@ -72,6 +74,13 @@ class PretrainConfig:
             raise ValueError(f"target must be 'reference' or 'correct', got {self.target!r}")
         if self.pointwise_weight < 0 or (self.pointwise_weight > 0 and self.target != "correct"):
             raise ValueError("pointwise_weight must be >= 0 and is only used with target: correct")
+        if isinstance(self.decode_with, list) and not self.decode_with:
+            raise ValueError("decode_with: an empty list; name a rule or policy, or leave it out")
+
+    def decoders(self) -> list[str]:
+        if self.decode_with is None:
+            return [self.reference]
+        return [self.decode_with] if isinstance(self.decode_with, str) else list(self.decode_with)
 
 
 def informative(states: States) -> torch.Tensor:
@@ -212,7 +221,10 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     except ValueError as err:
         raise UpoError(str(err)) from None
     # rules are stateless, so the reference itself can visit the states
-    decode_rule = reference if cfg.decode_with is None else resolve_policy(cfg.decode_with, mdm)
+    decode_rules = [
+        reference if cfg.decode_with is None else resolve_policy(name, mdm)
+        for name in cfg.decoders()
+    ]
     # built before the states are collected (minutes), so a bad policy setting fails at once
     policy_cfg = from_dict(
         PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy"
@@ -224,25 +236,33 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         slice(0, cfg.n_puzzles),
         slice(cfg.n_puzzles, cfg.n_puzzles + cfg.held_out),
     )
-    train_states = visit_states(
-        mdm,
-        data.tokens[train_part],
-        decode_rule,
-        reference,
-        cfg.seed,
-        None if answers is None else answers[train_part],
-        only_informative=cfg.target == "correct" and cfg.pointwise_weight == 0,
-        certain_above=certain_above,
-    )
-    held_states = visit_states(
-        mdm,
-        data.tokens[held_part],
-        decode_rule,
-        reference,
-        cfg.seed + 1,
-        None if answers is None else answers[held_part],
-        certain_above=certain_above,
-    )
+    train_parts, held_parts = [], []
+    for k, decode_rule in enumerate(decode_rules):
+        seed = cfg.seed + 2 * k  # the first visitor keeps the seeds of a single one
+        train_parts.append(
+            visit_states(
+                mdm,
+                data.tokens[train_part],
+                decode_rule,
+                reference,
+                seed,
+                None if answers is None else answers[train_part],
+                only_informative=cfg.target == "correct" and cfg.pointwise_weight == 0,
+                certain_above=certain_above,
+            )
+        )
+        held_parts.append(
+            visit_states(
+                mdm,
+                data.tokens[held_part],
+                decode_rule,
+                reference,
+                seed + 1,
+                None if answers is None else answers[held_part],
+                certain_above=certain_above,
+            )
+        )
+    train_states, held_states = concat_states(train_parts), concat_states(held_parts)
     t_collect = time.perf_counter() - t0
     net = PolicyNet(policy_cfg)
     print(
