@@ -145,10 +145,10 @@ def test_pretraining_states_with_the_gate_are_the_decisions_of_the_ungated_visit
     puzzles, _ = puzzles4
     rule = make_rule("confidence")
     ungated = visit_states(mdm4, puzzles.numpy(), rule, rule, seed=0)
-    probs = ungated.inputs.top_probs[:, :, 0].masked_fill(~ungated.inputs.masked, 0.0)
-    threshold = float(probs.amax(1).median())
+    top = ungated.inputs.top_probs[:, :, 0].masked_fill(~ungated.inputs.masked, 0.0).amax(1)
+    threshold = float(top.median())
     gated = visit_states(mdm4, puzzles.numpy(), rule, rule, seed=0, certain_above=threshold)
-    expected = (probs.amax(1) <= threshold) & (ungated.inputs.masked.sum(1) > 1)
+    expected = (top <= threshold) & (ungated.inputs.masked.sum(1) > 1)
     assert 0 < len(gated) < len(ungated)
     assert len(gated) == int(expected.sum())
     assert bool(is_decision(gated.inputs).all())

@@ -77,11 +77,6 @@ class PretrainConfig:
         if isinstance(self.decode_with, list) and not self.decode_with:
             raise ValueError("decode_with: an empty list; name a rule or policy, or leave it out")
 
-    def decoders(self) -> list[str]:
-        if self.decode_with is None:
-            return [self.reference]
-        return [self.decode_with] if isinstance(self.decode_with, str) else list(self.decode_with)
-
 
 def informative(states: States) -> torch.Tensor:
     """[N] states where the choice matters for `target: correct`: some allowed position is right
@@ -221,10 +216,11 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     except ValueError as err:
         raise UpoError(str(err)) from None
     # rules are stateless, so the reference itself can visit the states
-    decode_rules = [
-        reference if cfg.decode_with is None else resolve_policy(name, mdm)
-        for name in cfg.decoders()
-    ]
+    if cfg.decode_with is None:
+        decode_rules = [reference]
+    else:
+        names = [cfg.decode_with] if isinstance(cfg.decode_with, str) else cfg.decode_with
+        decode_rules = [resolve_policy(name, mdm) for name in names]
     # built before the states are collected (minutes), so a bad policy setting fails at once
     policy_cfg = from_dict(
         PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy"
@@ -236,33 +232,28 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         slice(0, cfg.n_puzzles),
         slice(cfg.n_puzzles, cfg.n_puzzles + cfg.held_out),
     )
-    train_parts, held_parts = [], []
-    for k, decode_rule in enumerate(decode_rules):
-        seed = cfg.seed + 2 * k  # the first visitor keeps the seeds of a single one
-        train_parts.append(
-            visit_states(
-                mdm,
-                data.tokens[train_part],
-                decode_rule,
-                reference,
-                seed,
-                None if answers is None else answers[train_part],
-                only_informative=cfg.target == "correct" and cfg.pointwise_weight == 0,
-                certain_above=certain_above,
-            )
+
+    def visit(part: slice, seed: int, only_informative: bool = False) -> States:
+        # visitor k gets seeds seed + 2k, so the first keeps the seeds of a single visitor
+        return concat_states(
+            [
+                visit_states(
+                    mdm,
+                    data.tokens[part],
+                    decode_rule,
+                    reference,
+                    seed + 2 * k,
+                    None if answers is None else answers[part],
+                    only_informative=only_informative,
+                    certain_above=certain_above,
+                )
+                for k, decode_rule in enumerate(decode_rules)
+            ]
         )
-        held_parts.append(
-            visit_states(
-                mdm,
-                data.tokens[held_part],
-                decode_rule,
-                reference,
-                seed + 1,
-                None if answers is None else answers[held_part],
-                certain_above=certain_above,
-            )
-        )
-    train_states, held_states = concat_states(train_parts), concat_states(held_parts)
+
+    informative_only = cfg.target == "correct" and cfg.pointwise_weight == 0
+    train_states = visit(train_part, cfg.seed, informative_only)
+    held_states = visit(held_part, cfg.seed + 1)
     t_collect = time.perf_counter() - t0
     net = PolicyNet(policy_cfg)
     print(
