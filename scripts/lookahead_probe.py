@@ -1,0 +1,196 @@
+"""Can the MDM itself find a better order than max-confidence if it may run more than once per
+step? A diagnosis for docs/results, run on the validation set (never the test set).
+
+At a decision state (the most confident masked cell's top-1 probability is below `--gate`), each of
+the K most confident cells is tried and scored; elsewhere the rule is max-confidence. Scores:
+
+- rollout: fill the candidate with its argmax digit, decode the rest with max-confidence, and sum
+  the log max-probabilities of all cells filled (the MDM's estimate of that completion's
+  likelihood); costs a whole decode per candidate.
+- next-step: fill the candidate, run the MDM once; log p(its digit) + the sum over the still-masked
+  cells of their log max-probability.
+- worst-drop: fill the candidate, run the MDM once; log p(its digit) + the largest fall of any
+  still-masked cell's log max-probability.
+- predicted-board: fill every other masked cell with its argmax digit, keep the candidate masked,
+  run the MDM once; log p(candidate's digit | the rest of the predicted board).
+
+For comparison at a similar cost without lookahead, `--best-of N` decodes N orders sampled from
+softmax(confidence/0.05) and keeps, per puzzle, the completion the MDM finds most likely.
+
+None of these is a upo policy: the policy network sees one MDM forward per step. The probe asks
+whether the information that would pick a better order is in the MDM at all, and at what cost.
+No answer is used to choose; answers only score the result.
+
+Usage: python scripts/lookahead_probe.py [--mdm DIR] [--data FILE] [--n 300] [--k 2 3]
+       [--gate 0.99] [--score rollout ...] [--best-of 6] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from upo.decode import unmask
+from upo.evaluate import wilson_interval
+from upo.io_utils import atomic_write_text
+from upo.models.registry import load_mdm
+from upo.policies.base import NEG_INF, Policy, top_by_score
+from upo.policies.rules import confidence, make_rule
+from upo.tasks.registry import get_task
+
+SCORES = ("rollout", "next-step", "worst-drop", "predicted-board")
+
+
+class Lookahead(Policy):
+    deterministic = True
+
+    def __init__(self, mdm, k: int, gate: float, score: str):
+        self.mdm, self.k, self.gate, self.score = mdm, k, gate, score
+        self.name = f"lookahead-{score}-top{k}-below{gate}"
+        self.extra_forwards = 0
+
+    @torch.no_grad()
+    def greedy_scores(self, state):
+        conf = confidence(state).masked_fill(~state.candidates, -1.0)
+        scores = conf.clone()
+        decide = (conf.max(1).values < self.gate) & (state.candidates.sum(1) > 1)
+        rows = decide.nonzero().squeeze(1)
+        if len(rows) == 0:
+            return scores
+        top = top_by_score(conf[rows], state.candidates[rows], self.k)  # [R, L]
+        logp = torch.log_softmax(state.logits[rows].float(), -1)
+        digit = logp.argmax(-1)  # [R, L]
+        r_idx, c_idx = top.nonzero(as_tuple=True)
+        trial = state.tokens[rows][r_idx].clone()  # [N, L], one row per (item, candidate)
+        n = torch.arange(len(c_idx))
+        if self.score == "predicted-board":
+            # Fill every masked cell with its argmax except the candidate: how likely is the
+            # candidate's digit given the rest of the board the MDM predicts?
+            still = state.masked[rows][r_idx]
+            trial = torch.where(still, digit[r_idx], trial)
+            trial[n, c_idx] = self.mdm.mask_id
+        else:
+            trial[n, c_idx] = digit[r_idx, c_idx]
+        mask = None if state.attention_mask is None else state.attention_mask[rows][r_idx]
+        logits, _ = self.mdm.forward(trial, mask)
+        self.extra_forwards += len(c_idx)
+        still = state.masked[rows][r_idx].clone()
+        still[torch.arange(len(c_idx)), c_idx] = False
+        after = torch.log_softmax(logits.float(), -1).amax(-1)
+        before = logp.amax(-1)[r_idx]
+        own = logp.amax(-1)[r_idx, c_idx]
+        if self.score == "predicted-board":
+            value = torch.log_softmax(logits.float(), -1)[n, c_idx, digit[r_idx, c_idx]]
+        elif self.score == "next-step":
+            value = own + after.masked_fill(~still, 0.0).sum(1)
+        elif self.score == "rollout":
+            value = own + self.greedy_completion_logprob(trial, mask)
+        elif self.score == "worst-drop":
+            value = own + (after - before).masked_fill(~still, float("inf")).amin(1).clamp_max(0.0)
+        else:
+            raise ValueError(self.score)
+        look = torch.full_like(conf[rows], NEG_INF)
+        look[r_idx, c_idx] = value
+        scores[rows] = look
+        return scores
+
+    def greedy_completion_logprob(self, trial, mask):
+        """[N] sum of log max-probabilities of the cells max-confidence fills, decoding each trial
+        state to the end: the MDM's own estimate of how plausible its greedy completion is."""
+        total = torch.zeros(len(trial))
+
+        def add(rows, state, choice):
+            lp = torch.log_softmax(state.logits.float(), -1).amax(-1)
+            total[rows] += (lp * choice.chosen).sum(1)
+            self.extra_forwards += len(rows)
+
+        unmask(self.mdm, trial, make_rule("confidence"), attention_mask=mask, on_step=add)
+        return total
+
+    def log_probs(self, state):
+        scores = self.greedy_scores(state).masked_fill(~state.candidates, NEG_INF)
+        out = torch.full_like(scores, NEG_INF)
+        out[torch.arange(len(scores)), scores.argmax(1)] = 0.0
+        return out
+
+
+def best_of_sampled(mdm, task, batch, n_orders: int, seed: int) -> dict:
+    """Search at comparable cost without lookahead: decode `n_orders` orders sampled from
+    softmax(confidence/0.05) and keep, per puzzle, the completion with the highest sum of log
+    max-probabilities (no answer is used to choose)."""
+    tokens = torch.from_numpy(batch.tokens)
+    best = torch.full((len(tokens),), NEG_INF)
+    best_tokens = tokens.clone()
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(n_orders):
+        total = torch.zeros(len(tokens))
+
+        def add(rows, state, choice, total=total):
+            lp = torch.log_softmax(state.logits.float(), -1).amax(-1)
+            total[rows] += (lp * choice.chosen).sum(1)
+
+        out = unmask(mdm, tokens, make_rule("softmax:0.05"), generator=generator, on_step=add)
+        better = total > best
+        best = torch.where(better, total, best)
+        best_tokens[better] = out.tokens[better]
+    solved = int(task.solved(batch, best_tokens.numpy()).sum())
+    lo, hi = wilson_interval(solved, len(tokens))
+    return dict(
+        solved=solved,
+        rate=solved / len(tokens),
+        ci95=[lo, hi],
+        extra_forwards_per_puzzle=float(out.nfe.float().mean()) * (n_orders - 1),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mdm", default="checkpoints/sudoku9-mdm")
+    ap.add_argument("--data", default="data/sudoku9-val.jsonl")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--k", type=int, nargs="+", default=[2, 3])
+    ap.add_argument("--gate", type=float, nargs="+", default=[0.99])
+    ap.add_argument("--score", nargs="+", choices=SCORES, default=list(SCORES))
+    ap.add_argument(
+        "--best-of",
+        type=int,
+        default=6,
+        help="also: N orders sampled from "
+        "softmax(confidence/0.05), keeping the one the MDM finds most likely",
+    )
+    ap.add_argument("--out", default=None, help="JSON file for the numbers (default: print only)")
+    args = ap.parse_args()
+    task = get_task("sudoku9")
+    mdm = load_mdm(args.mdm, threads=2)
+    batch = task.load(args.data).select(np.arange(args.n))
+    tokens = torch.from_numpy(batch.tokens)
+
+    def solve_rate(policy):
+        out = unmask(mdm, tokens, policy).tokens.numpy()
+        solved = int(task.solved(batch, out).sum())
+        lo, hi = wilson_interval(solved, args.n)
+        return dict(solved=solved, rate=solved / args.n, ci95=[lo, hi])
+
+    results = {"confidence": solve_rate(make_rule("confidence"))}
+    print("confidence", results["confidence"], flush=True)
+    if args.best_of:
+        name = f"best-of-{args.best_of}-softmax:0.05-by-likelihood"
+        results[name] = best_of_sampled(mdm, task, batch, args.best_of, seed=0)
+        print(name, results[name], flush=True)
+    for k in args.k:
+        for gate, score in [(g, s) for g in args.gate for s in args.score]:
+            policy = Lookahead(mdm, k, gate, score)
+            res = solve_rate(policy)
+            res["extra_forwards_per_puzzle"] = policy.extra_forwards / args.n
+            results[policy.name] = res
+            print(policy.name, res, flush=True)
+    record = dict(mdm=args.mdm, data=args.data, n=args.n, results=results)
+    if args.out:
+        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
