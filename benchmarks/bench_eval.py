@@ -38,7 +38,7 @@ def main() -> None:
     for bs in (args.batch_size, 1):
         timed = TimedDenoiser(load_mdm(args.mdm))
         t = time.perf_counter()
-        out, order, nfe = decode_in_batches(timed, batch, make_rule(args.policy), bs)
+        out, order, nfe, _ = decode_in_batches(timed, batch, make_rule(args.policy), bs)
         wall = time.perf_counter() - t
         rows[bs] = (out, order, wall, timed.seconds, float(task.solved(batch, out).mean()))
     out_b, ord_b, wall_b = rows[args.batch_size][:3]

@@ -35,18 +35,23 @@ def pass_at_table(path: Path) -> str:
         return ""
     data = json.loads(path.read_text())
     n = max(len(r.get("pass_at") or [r["solve_rate"]]) for r in data["results"])
+    # Likeliest of N (the sample the MDM finds most likely; no answer used) beside the curve.
+    likeliest = any("likeliest_of_n" in r for r in data["results"])
     lines = [
-        "| policy | " + " | ".join(f"pass@{k}" for k in range(1, n + 1)) + " |",
-        "|---|" + "---|" * n,
+        "| policy | "
+        + " | ".join(f"pass@{k}" for k in range(1, n + 1))
+        + (f" | likeliest of {n}" if likeliest else "")
+        + " |",
+        "|---|" + "---|" * (n + likeliest),
     ]
     for r in data["results"]:
         curve = r.get("pass_at") or [r["solve_rate"]]
-        lines.append(
-            f"| {r['policy']} | "
-            + " | ".join(f"{100 * v:.1f}%" for v in curve)
-            + " |"
-            + " |" * (n - len(curve))
-        )
+        row = f"| {r['policy']} | " + " | ".join(f"{100 * v:.1f}%" for v in curve) + " |"
+        row += " |" * (n - len(curve))
+        if likeliest:
+            best = r.get("likeliest_of_n")
+            row += f" {100 * best['solve_rate']:.1f}% |" if best else " |"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -22,7 +22,9 @@ class Trajectory:
     tokens [B, L] the final tokens; order [B, L] the step at which each position was revealed
     (-1 for positions that were never masked); positions [B, S] the position chosen at each step
     when k == 1 (-1 after an item finished); logprobs [B, S] the policy's log-probability of each
-    step's choice; nfe [B] MDM forward calls per item.
+    step's choice; nfe [B] MDM forward calls per item; token_loglik [B] the MDM's log-probability
+    of each token it filled, at the step it filled it, summed over the item's steps: how plausible
+    the MDM finds its own answer (needs no reference answer, so it can rank decodes of one item).
     """
 
     tokens: torch.Tensor
@@ -30,6 +32,7 @@ class Trajectory:
     positions: torch.Tensor
     logprobs: torch.Tensor
     nfe: torch.Tensor
+    token_loglik: torch.Tensor
 
     @property
     def logprob(self) -> torch.Tensor:
@@ -86,6 +89,7 @@ def unmask(
     order = torch.full_like(tokens, -1)
     positions, logprobs = [], []
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)
+    token_loglik = torch.zeros(b, device=tokens.device)
     step = 0
     while masked.any():
         rows = masked.any(dim=1).nonzero().squeeze(1)
@@ -102,6 +106,12 @@ def unmask(
         if not chosen.any(dim=1).all():
             raise RuntimeError(f"policy {policy.name} chose no position for some item")
         fills = fill_tokens(logits, token_temperature, generator)
+        item, pos_idx = chosen.nonzero(as_tuple=True)
+        filled_lp = torch.log_softmax(logits[item, pos_idx].float(), dim=-1)
+        filled_lp = filled_lp.gather(1, fills[item, pos_idx][:, None]).squeeze(1)
+        token_loglik[rows] += torch.zeros(len(rows), device=tokens.device).index_add_(
+            0, item, filled_lp
+        )
         sub = tokens[rows]
         sub[chosen] = fills[chosen]
         tokens[rows] = sub
@@ -126,5 +136,8 @@ def unmask(
             torch.zeros(b, 0, dtype=torch.long, device=tokens.device),
             torch.zeros(b, 0, device=tokens.device),
             nfe,
+            token_loglik,
         )
-    return Trajectory(tokens, order, torch.stack(positions, 1), torch.stack(logprobs, 1), nfe)
+    return Trajectory(
+        tokens, order, torch.stack(positions, 1), torch.stack(logprobs, 1), nfe, token_loglik
+    )

@@ -38,6 +38,9 @@ class PolicyResult:
     outputs: np.ndarray = field(repr=False)  # [N, L] final tokens
     order: np.ndarray = field(repr=False)  # [N, L] reveal step per position
     pass_at: list[float] | None = None  # pass@1..N when evaluated with several samples
+    # With several samples: per item, whether the sample the MDM finds likeliest (highest
+    # Trajectory.token_loglik) is solved. Unlike pass@N this needs no answer to choose.
+    likeliest_solved: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         out = {
@@ -51,6 +54,14 @@ class PolicyResult:
         }
         if self.pass_at is not None:
             out["pass_at"] = [round(v, 4) for v in self.pass_at]
+        if self.likeliest_solved is not None:
+            n = len(self.likeliest_solved)
+            lo, hi = wilson_interval(float(self.likeliest_solved.sum()), n)
+            out["likeliest_of_n"] = {
+                "n": len(self.pass_at) if self.pass_at else 1,
+                "solve_rate": round(float(self.likeliest_solved.mean()) if n else 0.0, 4),
+                "solve_ci95": [round(lo, 4), round(hi, 4)],
+            }
         return out
 
 
@@ -64,9 +75,10 @@ def decode_in_batches(
     token_temperature: float = 0.0,
     progress=None,
 ):
-    """Decode every item, `batch_size` at a time. Returns (outputs, order, nfe) as numpy arrays."""
+    """Decode every item, `batch_size` at a time. Returns (outputs, order, nfe, token_loglik) as
+    numpy arrays (see `Trajectory`)."""
     gen = torch.Generator().manual_seed(seed)
-    outs, orders, nfes = [], [], []
+    outs, orders, nfes, logliks = [], [], [], []
     for start in range(0, len(batch), batch_size):
         part = batch.select(np.arange(start, min(start + batch_size, len(batch))))
         traj = unmask(
@@ -81,9 +93,10 @@ def decode_in_batches(
         outs.append(traj.tokens.numpy())
         orders.append(traj.order.numpy())
         nfes.append(traj.nfe.numpy())
+        logliks.append(traj.token_loglik.numpy())
         if progress is not None:
             progress(len(part))
-    return np.concatenate(outs), np.concatenate(orders), np.concatenate(nfes)
+    return tuple(np.concatenate(x) for x in (outs, orders, nfes, logliks))
 
 
 def pass_at_curve(solved: np.ndarray) -> list[float]:
@@ -112,28 +125,38 @@ def evaluate_policy(
     pass_at: int = 1,
     progress=None,
 ) -> PolicyResult:
+    """Solve rate etc. of `policy`'s decodes (the first sample, seed `seed`). With pass_at = N > 1
+    it decodes N samples per item (seeds seed..seed+N-1) and also reports pass@1..N and the solve
+    rate of the sample the MDM finds likeliest."""
     start = time.perf_counter()
-    outputs, order, nfe = decode_in_batches(
+    outputs, order, nfe, loglik = decode_in_batches(
         mdm, batch, policy, batch_size, k, seed, progress=progress
     )
     seconds = time.perf_counter() - start
     solved = task.solved(batch, outputs)
     cell = task.cell_acc(batch, outputs)
-    curve = None
+    result = policy_result(policy.name, solved, cell, outputs, order, nfe, seconds)
     if pass_at > 1:
-        samples = [solved]
+        samples, logliks = [solved], [loglik]
         for extra in range(1, pass_at):
-            o, _, _ = decode_in_batches(
+            o, _, _, ll = decode_in_batches(
                 mdm, batch, policy, batch_size, k, seed + extra, progress=progress
             )
             samples.append(task.solved(batch, o))
-        curve = pass_at_curve(np.stack(samples, 1))
-    return policy_result(policy.name, solved, cell, outputs, order, nfe, seconds, curve)
+            logliks.append(ll)
+        solved_by_sample = np.stack(samples, 1)
+        result.pass_at = pass_at_curve(solved_by_sample)
+        result.likeliest_solved = likeliest_sample_solved(solved_by_sample, np.stack(logliks, 1))
+    return result
 
 
-def policy_result(
-    name: str, solved, cell, outputs, order, nfe, seconds: float, pass_at=None
-) -> PolicyResult:
+def likeliest_sample_solved(solved: np.ndarray, loglik: np.ndarray) -> np.ndarray:
+    """solved, loglik [N items, S samples] -> [N] whether each item's likeliest sample is solved
+    (the first of equally likely samples)."""
+    return solved[np.arange(len(solved)), loglik.argmax(1)]
+
+
+def policy_result(name: str, solved, cell, outputs, order, nfe, seconds: float) -> PolicyResult:
     """The result record of one policy from its per-item outcomes (shared with text tasks)."""
     n = len(solved)
     return PolicyResult(
@@ -147,16 +170,15 @@ def policy_result(
         solved=solved,
         outputs=outputs,
         order=order,
-        pass_at=pass_at,
     )
 
 
 def markdown_table(results: list[PolicyResult]) -> str:
     has_pass = any(r.pass_at for r in results)
     head = "| policy | solve rate | 95% CI | cell acc | NFE | items/s |" + (
-        " pass@N |" if has_pass else ""
+        " pass@N | likeliest of N |" if has_pass else ""
     )
-    sep = "|---|---|---|---|---|---|" + ("---|" if has_pass else "")
+    sep = "|---|---|---|---|---|---|" + ("---|---|" if has_pass else "")
     rows = [head, sep]
     for r in results:
         lo, hi = r.solve_ci95
@@ -164,7 +186,9 @@ def markdown_table(results: list[PolicyResult]) -> str:
             f"| {r.policy} | {100 * r.solve_rate:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | "
             f"{100 * r.cell_acc:.1f}% | {r.nfe:.1f} | {r.items_per_s:.1f} |"
         )
-        if has_pass:
-            row += f" {100 * r.pass_at[-1]:.1f}% |" if r.pass_at else " |"
+        if has_pass and r.pass_at:
+            row += f" {100 * r.pass_at[-1]:.1f}% | {100 * r.likeliest_solved.mean():.1f}% |"
+        elif has_pass:
+            row += " | |"
         rows.append(row)
     return "\n".join(rows)
