@@ -15,7 +15,8 @@ the K most confident cells is tried and scored; elsewhere the rule is max-confid
   run the MDM once; log p(candidate's digit | the rest of the predicted board).
 
 For comparison at a similar cost without lookahead, `--best-of N` decodes N orders sampled from
-softmax(confidence/0.05) and keeps, per puzzle, the completion the MDM finds most likely.
+softmax(confidence/0.05) and keeps, per puzzle, the completion the MDM finds most likely (what
+`upo eval --pass-at N` reports as "likeliest of N").
 
 None of these is a upo policy: the policy network sees one MDM forward per step. The probe asks
 whether the information that would pick a better order is in the MDM at all, and at what cost.
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from upo.decode import unmask
-from upo.evaluate import wilson_interval
+from upo.evaluate import evaluate_policy, wilson_interval
 from upo.io_utils import atomic_write_text
 from upo.models.registry import load_mdm
 from upo.policies.base import NEG_INF, Policy, top_by_score
@@ -98,52 +99,17 @@ class Lookahead(Policy):
         return scores
 
     def greedy_completion_logprob(self, trial, mask):
-        """[N] sum of log max-probabilities of the cells max-confidence fills, decoding each trial
-        state to the end: the MDM's own estimate of how plausible its greedy completion is."""
-        total = torch.zeros(len(trial))
-
-        def add(rows, state, choice):
-            lp = torch.log_softmax(state.logits.float(), -1).amax(-1)
-            total[rows] += (lp * choice.chosen).sum(1)
-            self.extra_forwards += len(rows)
-
-        unmask(self.mdm, trial, make_rule("confidence"), attention_mask=mask, on_step=add)
-        return total
+        """[N] the MDM's log-likelihood of the cells max-confidence fills when it decodes each
+        trial state to the end: its own estimate of how plausible that completion is."""
+        done = unmask(self.mdm, trial, make_rule("confidence"), attention_mask=mask)
+        self.extra_forwards += int(done.nfe.sum())
+        return done.token_loglik
 
     def log_probs(self, state):
         scores = self.greedy_scores(state).masked_fill(~state.candidates, NEG_INF)
         out = torch.full_like(scores, NEG_INF)
         out[torch.arange(len(scores)), scores.argmax(1)] = 0.0
         return out
-
-
-def best_of_sampled(mdm, task, batch, n_orders: int, seed: int) -> dict:
-    """Search at comparable cost without lookahead: decode `n_orders` orders sampled from
-    softmax(confidence/0.05) and keep, per puzzle, the completion with the highest sum of log
-    max-probabilities (no answer is used to choose)."""
-    tokens = torch.from_numpy(batch.tokens)
-    best = torch.full((len(tokens),), NEG_INF)
-    best_tokens = tokens.clone()
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(n_orders):
-        total = torch.zeros(len(tokens))
-
-        def add(rows, state, choice, total=total):
-            lp = torch.log_softmax(state.logits.float(), -1).amax(-1)
-            total[rows] += (lp * choice.chosen).sum(1)
-
-        out = unmask(mdm, tokens, make_rule("softmax:0.05"), generator=generator, on_step=add)
-        better = total > best
-        best = torch.where(better, total, best)
-        best_tokens[better] = out.tokens[better]
-    solved = int(task.solved(batch, best_tokens.numpy()).sum())
-    lo, hi = wilson_interval(solved, len(tokens))
-    return dict(
-        solved=solved,
-        rate=solved / len(tokens),
-        ci95=[lo, hi],
-        extra_forwards_per_puzzle=float(out.nfe.float().mean()) * (n_orders - 1),
-    )
 
 
 def main() -> None:
@@ -178,7 +144,15 @@ def main() -> None:
     print("confidence", results["confidence"], flush=True)
     if args.best_of:
         name = f"best-of-{args.best_of}-softmax:0.05-by-likelihood"
-        results[name] = best_of_sampled(mdm, task, batch, args.best_of, seed=0)
+        # The same as `upo eval --pass-at N`'s "likeliest of N" (samples with seeds 0..N-1).
+        sampled = evaluate_policy(mdm, task, batch, make_rule("softmax:0.05"), pass_at=args.best_of)
+        solved = int(sampled.likeliest_solved.sum())
+        results[name] = dict(
+            solved=solved,
+            rate=solved / args.n,
+            ci95=list(wilson_interval(solved, args.n)),
+            extra_forwards_per_puzzle=sampled.nfe * (args.best_of - 1),
+        )
         print(name, results[name], flush=True)
     for k in args.k:
         for gate, score in [(g, s) for g in args.gate for s in args.score]:

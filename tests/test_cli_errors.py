@@ -121,6 +121,9 @@ CASES = [
     ("eval-policy-missing-dir", lambda f: eval_args(f, policies="./no/such/policy"), ["./no/such/policy", "not found"]),
     ("eval-unknown-policy", lambda f: eval_args(f, policies="confidence,bogus"), ["unknown policy 'bogus'"]),
     ("eval-bad-policy-parameter", lambda f: eval_args(f, policies="softmax:x"), ["softmax:x"]),
+    ("eval-policy-zero-temperature", lambda f: eval_args(f, policies=f"{f['policy']}@0"), ["@0", "temperature"]),
+    ("eval-policy-bad-temperature", lambda f: eval_args(f, policies=f"{f['policy']}@hot"), ["@hot", "temperature"]),
+    ("eval-policy-nan-temperature", lambda f: eval_args(f, policies=f"{f['policy']}@nan"), ["@nan", "temperature"]),
     ("eval-empty-policies", lambda f: eval_args(f, policies=","), ["--policies is empty"]),
     # upo eval: data and task
     ("eval-data-missing", lambda f: eval_args(f, data=f["root"] / "absent.jsonl"), ["absent.jsonl: no such file"]),
@@ -404,3 +407,16 @@ def test_pretrain_with_a_list_of_visitors_keeps_all_their_states(files, capsys, 
     alone = states(policy, "policy"), states("random", "random")
     assert alone[0] != alone[1]
     assert states([policy, "random"], "both") == sum(alone)
+
+
+def test_eval_samples_a_policy_checkpoint_at_a_temperature(files, capsys, tmp_path):
+    """DIR@T samples the learned policy, so --pass-at gives it a curve and a likeliest of N;
+    DIR alone stays greedy (one order, no curve)."""
+    out = tmp_path / "eval.json"
+    policies = f"{files['policy']},{files['policy']}@1.5"
+    code, err = run(capsys, *eval_args(files, policies=policies), "--pass-at", "3", "--json", out)
+    assert code == 0, err
+    greedy, sampled = json.loads(out.read_text())["results"]
+    assert greedy["policy"] == "policy" and "pass_at" not in greedy
+    assert sampled["policy"] == "policy@1.5"
+    assert len(sampled["pass_at"]) == 3 and sampled["likeliest_of_n"]["n"] == 3

@@ -11,11 +11,19 @@ from .rules import RULE_NAMES, make_rule
 
 
 def resolve_policy(name: str, mdm) -> Policy:
+    """A rule name, a policy checkpoint directory (greedy: the highest score), or DIR@T: the
+    checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`."""
     if Path(name).exists():
-        if not is_policy_checkpoint(name):
-            raise UpoError(f"{name}: not a policy checkpoint (no config.json with kind 'policy')")
-        net = load_policy(name, mdm)
-        return LearnedPolicy(net, mdm.mask_id, greedy=True, name=Path(name).name)
+        return load_learned(name, mdm, None)
+    path, at, temperature = name.rpartition("@")
+    if at and path and Path(path).exists():
+        try:
+            t = float(temperature)
+        except ValueError:
+            t = float("nan")
+        if not 0.0 < t < float("inf"):
+            raise UpoError(f"{name}: the sampling temperature after @ must be a positive number")
+        return load_learned(path, mdm, t)
     try:
         return make_rule(name)
     except ValueError as err:
@@ -25,3 +33,15 @@ def resolve_policy(name: str, mdm) -> Policy:
         raise UpoError(
             f"{err}; valid: {', '.join(RULE_NAMES)} or a policy checkpoint directory"
         ) from None
+
+
+def load_learned(path: str, mdm, temperature: float | None) -> LearnedPolicy:
+    """The policy of checkpoint `path`: greedy when temperature is None, else sampled at it."""
+    if not is_policy_checkpoint(path):
+        raise UpoError(f"{path}: not a policy checkpoint (no config.json with kind 'policy')")
+    net = load_policy(path, mdm)
+    if temperature is None:
+        return LearnedPolicy(net, mdm.mask_id, greedy=True, name=Path(path).name)
+    return LearnedPolicy(
+        net, mdm.mask_id, temperature, greedy=False, name=f"{Path(path).name}@{temperature:g}"
+    )
