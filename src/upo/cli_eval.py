@@ -144,7 +144,8 @@ def register(sub) -> None:
         "--policies",
         default="random,confidence,margin,entropy",
         help="comma-separated: random, confidence, margin, entropy, topk-random:K, softmax:TAU, "
-        "left-to-right, threshold:P, or a policy checkpoint directory",
+        "left-to-right, threshold:P, a policy checkpoint directory, or DIR@T to sample it at "
+        "temperature T",
     )
     p.add_argument("--n", type=int, help="evaluate only the first N items")
     p.add_argument("--batch-size", type=int, default=64)
@@ -152,7 +153,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
-        "--pass-at", type=int, default=1, help="N samples per item for stochastic policies"
+        "--pass-at",
+        type=int,
+        default=1,
+        help="N samples per item for stochastic policies: pass@1..N and the likeliest of N",
     )
     p.add_argument("--json", help="write results as JSON")
     p.add_argument("--plot", help="directory for PNG figures")
