@@ -62,8 +62,18 @@ def main() -> None:
     ap.add_argument("--out", default="docs/results")
     args = ap.parse_args()
     out = Path(args.out)
+    if Path(args.runs).is_dir():
+        runs_table(Path(args.runs), Path(args.main), out)
+    else:
+        # Without the ablation runs the table would shrink to the shipped row: keep the old one.
+        print(f"{args.runs}: no runs here; upo-sudoku9-runs.md and the reward curves are kept")
+    eval_tables(out)
+
+
+def runs_table(runs: Path, main: Path, out: Path) -> None:
+    """The UPO runs table and reward curves, from each run's meta.json and metrics.jsonl."""
     rows, curves, solved_curves = [], {}, {}
-    dirs = sorted(Path(args.runs).glob("*")) + [Path(args.main)]
+    dirs = sorted(runs.glob("*")) + [main]
     for d in dirs:
         meta_path, log_path = d / "meta.json", d / "metrics.jsonl"
         if not meta_path.is_file() or not log_path.is_file():
@@ -71,7 +81,7 @@ def main() -> None:
         meta = json.loads(meta_path.read_text())
         log = read_jsonl(log_path)
         val = meta.get("validation") or {}
-        name = d.name if d.parent.name == Path(args.runs).name else f"shipped ({d.name})"
+        name = d.name if d.parent.name == runs.name else f"shipped ({d.name})"
         n_val = 150
         rate = val.get("val_solve_rate")
         ci = wilson_interval(rate * n_val, n_val) if rate is not None else None
@@ -108,7 +118,10 @@ def main() -> None:
     reward_curves(solved_curves, out / "upo-sudoku9-solved.png", "rollout solve rate (EMA)")
     atomic_write_text(out / "upo-sudoku9-runs.md", table + "\n")
     print(table)
-    r = out
+
+
+def eval_tables(r: Path) -> None:
+    """The test-set tables, from the JSON files of scripts/evaluate_results.sh."""
     tables = {
         "sudoku9-test.md": eval_table(
             [r / "sudoku9-test-rules.json", r / "sudoku9-test-learned.json"]
@@ -121,7 +134,7 @@ def main() -> None:
     }
     for name, text in tables.items():
         if text:
-            atomic_write_text(out / name, text + "\n")
+            atomic_write_text(r / name, text + "\n")
             print(f"\n{name}\n{text}")
 
 
