@@ -74,26 +74,30 @@ def decode_in_batches(
     seed: int = 0,
     token_temperature: float = 0.0,
     progress=None,
+    block_size: int | None = None,
 ):
-    """Decode every item, `batch_size` at a time. Returns (outputs, order, nfe, token_loglik) as
-    numpy arrays (see `Trajectory`)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Decode every item, `batch_size` at a time, on the MDM's device with a generator there (on
+    a GPU nothing crosses to the CPU until the final tokens). Returns (outputs, order, nfe,
+    token_loglik) as numpy arrays (see `Trajectory`)."""
+    device = getattr(mdm, "device", torch.device("cpu"))
+    gen = torch.Generator(device=device).manual_seed(seed)
     outs, orders, nfes, logliks = [], [], [], []
     for start in range(0, len(batch), batch_size):
         part = batch.select(np.arange(start, min(start + batch_size, len(batch))))
         traj = unmask(
             mdm,
-            torch.from_numpy(part.tokens),
+            torch.from_numpy(part.tokens).to(device),
             policy,
-            attention_mask=torch.from_numpy(part.attention_mask),
+            attention_mask=torch.from_numpy(part.attention_mask).to(device),
             k=k,
             token_temperature=token_temperature,
+            block_size=block_size,
             generator=gen,
         )
-        outs.append(traj.tokens.numpy())
-        orders.append(traj.order.numpy())
-        nfes.append(traj.nfe.numpy())
-        logliks.append(traj.token_loglik.numpy())
+        outs.append(traj.tokens.cpu().numpy())
+        orders.append(traj.order.cpu().numpy())
+        nfes.append(traj.nfe.cpu().numpy())
+        logliks.append(traj.token_loglik.cpu().numpy())
         if progress is not None:
             progress(len(part))
     return tuple(np.concatenate(x) for x in (outs, orders, nfes, logliks))

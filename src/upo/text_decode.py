@@ -14,9 +14,8 @@ import time
 import numpy as np
 import torch
 
-from .decode import unmask
 from .errors import UpoError
-from .evaluate import PolicyResult, policy_result
+from .evaluate import PolicyResult, decode_in_batches, policy_result
 from .policies.base import Policy
 from .tasks.base import Batch
 
@@ -80,41 +79,6 @@ def steps_to_k(gen_length: int, steps: int | None, k: int) -> int:
     return gen_length // steps
 
 
-def decode_batch(
-    denoiser,
-    batch: Batch,
-    policy: Policy,
-    block_size: int | None,
-    k: int = 1,
-    batch_size: int = 8,
-    seed: int = 0,
-    token_temperature: float = 0.0,
-    progress=None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode every item of a text batch on the denoiser's device; (outputs, order, nfe) numpy."""
-    device = getattr(denoiser, "device", torch.device("cpu"))
-    gen = torch.Generator(device=device).manual_seed(seed)
-    outs, orders, nfes = [], [], []
-    for start in range(0, len(batch), batch_size):
-        part = batch.select(np.arange(start, min(start + batch_size, len(batch))))
-        traj = unmask(
-            denoiser,
-            torch.from_numpy(part.tokens).to(device),
-            policy,
-            attention_mask=torch.from_numpy(part.attention_mask).to(device),
-            k=k,
-            token_temperature=token_temperature,
-            block_size=block_size,
-            generator=gen,
-        )
-        outs.append(traj.tokens.cpu().numpy())
-        orders.append(traj.order.cpu().numpy())
-        nfes.append(traj.nfe.cpu().numpy())
-        if progress is not None:
-            progress(len(part))
-    return np.concatenate(outs), np.concatenate(orders), np.concatenate(nfes)
-
-
 def evaluate_text(
     denoiser,
     task,
@@ -128,8 +92,15 @@ def evaluate_text(
     """`upo.evaluate.evaluate_policy` for text tasks: the same result record, decoded on the
     MDM's device with the task's semi-autoregressive blocks."""
     start = time.perf_counter()
-    outputs, order, nfe = decode_batch(
-        denoiser, batch, policy, task.block_length, k, batch_size, seed, progress=progress
+    outputs, order, nfe, _ = decode_in_batches(
+        denoiser,
+        batch,
+        policy,
+        batch_size,
+        k,
+        seed,
+        progress=progress,
+        block_size=task.block_length,
     )
     seconds = time.perf_counter() - start
     solved = task.solved(batch, outputs)
@@ -161,15 +132,15 @@ def generate(
         tokenizer, prompts, gen_length, denoiser.mask_id, chat, system
     )
     batch = Batch(tokens, np.full_like(tokens, -1), attention)
-    outputs, _, _ = decode_batch(
+    outputs, _, _, _ = decode_in_batches(
         denoiser,
         batch,
         policy,
-        block_length,
-        steps_to_k(gen_length, steps, k),
         batch_size,
+        steps_to_k(gen_length, steps, k),
         seed,
         token_temperature,
+        block_size=block_length,
     )
     eos = getattr(denoiser, "eos_ids", [])
     return [answer_text(tokenizer, row[-gen_length:], eos) for row in outputs]
