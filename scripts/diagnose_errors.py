@@ -20,8 +20,8 @@ import torch
 from upo.decode import unmask
 from upo.io_utils import atomic_write_text
 from upo.models.registry import load_mdm
-from upo.policies.base import NEG_INF, Policy, top_by_score
-from upo.policies.rules import confidence, make_rule
+from upo.policies.base import Policy, top_by_score
+from upo.policies.rules import confidence, make_rule, one_hot_log_probs
 from upo.rl.rollout import on_track
 from upo.tasks.registry import get_task
 
@@ -57,10 +57,7 @@ class AvoidConflicts(Policy):
         return (conf - 2.0 * conflicted(state).float()).masked_fill(~top, -100.0)
 
     def log_probs(self, state):
-        scores = self.greedy_scores(state).masked_fill(~state.candidates, NEG_INF)
-        out = torch.full_like(scores, NEG_INF)
-        out[torch.arange(len(scores)), scores.argmax(1)] = 0.0
-        return out
+        return one_hot_log_probs(self.greedy_scores(state), state.candidates)
 
 
 def main() -> None:

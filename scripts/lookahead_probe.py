@@ -39,7 +39,7 @@ from upo.evaluate import evaluate_policy, wilson_interval
 from upo.io_utils import atomic_write_text
 from upo.models.registry import load_mdm
 from upo.policies.base import NEG_INF, Policy, top_by_score
-from upo.policies.rules import confidence, make_rule
+from upo.policies.rules import confidence, make_rule, one_hot_log_probs
 from upo.tasks.registry import get_task
 
 SCORES = ("rollout", "next-step", "worst-drop", "predicted-board")
@@ -106,10 +106,7 @@ class Lookahead(Policy):
         return done.token_loglik
 
     def log_probs(self, state):
-        scores = self.greedy_scores(state).masked_fill(~state.candidates, NEG_INF)
-        out = torch.full_like(scores, NEG_INF)
-        out[torch.arange(len(scores)), scores.argmax(1)] = 0.0
-        return out
+        return one_hot_log_probs(self.greedy_scores(state), state.candidates)
 
 
 def main() -> None:

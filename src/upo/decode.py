@@ -109,9 +109,7 @@ def unmask(
         item, pos_idx = chosen.nonzero(as_tuple=True)
         filled_lp = torch.log_softmax(logits[item, pos_idx].float(), dim=-1)
         filled_lp = filled_lp.gather(1, fills[item, pos_idx][:, None]).squeeze(1)
-        token_loglik[rows] += torch.zeros(len(rows), device=tokens.device).index_add_(
-            0, item, filled_lp
-        )
+        token_loglik.index_add_(0, rows[item], filled_lp)
         sub = tokens[rows]
         sub[chosen] = fills[chosen]
         tokens[rows] = sub
