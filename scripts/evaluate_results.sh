@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Test-set evaluation behind docs/results and the README table. PART selects a piece so the hand
-# rules can run while the policy trains: rules | learned | passat | sudoku4 | all (default).
+# rules can run while the policy trains: rules | learned | passat | search | sudoku4 | all (default).
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PART=${1:-all}
@@ -24,6 +24,12 @@ fi
 if [ "$PART" = passat ] || [ "$PART" = all ]; then
   $EV --data data/sudoku9-test.jsonl --n 100 --pass-at 8 --json $R/sudoku9-test-passat.json \
     --policies confidence,softmax:0.05,topk-random:5,checkpoints/sudoku9-policy
+fi
+if [ "$PART" = search ] || [ "$PART" = all ]; then
+  # trial-decode search (about 7 times the forwards of a greedy decode), beside max-confidence
+  $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-search.json --policies confidence,lookahead:3
+  $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-search.json \
+    --policies confidence,lookahead:3
 fi
 if [ "$PART" = sudoku4 ] || [ "$PART" = all ]; then
   [ -f data/sudoku4-test.jsonl ] || $UPO data make sudoku4 --n 1000 --seed 401 --blanks 8-12 --out data/sudoku4-test.jsonl

@@ -124,6 +124,8 @@ CASES = [
     ("eval-policy-zero-temperature", lambda f: eval_args(f, policies=f"{f['policy']}@0"), ["@0", "temperature"]),
     ("eval-policy-bad-temperature", lambda f: eval_args(f, policies=f"{f['policy']}@hot"), ["@hot", "temperature"]),
     ("eval-policy-nan-temperature", lambda f: eval_args(f, policies=f"{f['policy']}@nan"), ["@nan", "temperature"]),
+    ("eval-lookahead-zero", lambda f: eval_args(f, policies="lookahead:0"), ["lookahead:0", "K must be at least 1"]),
+    ("eval-lookahead-bad-gate", lambda f: eval_args(f, policies="lookahead:2:2"), ["lookahead:2:2", "gate"]),
     ("eval-empty-policies", lambda f: eval_args(f, policies=","), ["--policies is empty"]),
     # upo eval: data and task
     ("eval-data-missing", lambda f: eval_args(f, data=f["root"] / "absent.jsonl"), ["absent.jsonl: no such file"]),
@@ -420,3 +422,22 @@ def test_eval_samples_a_policy_checkpoint_at_a_temperature(files, capsys, tmp_pa
     assert greedy["policy"] == "policy" and "pass_at" not in greedy
     assert sampled["policy"] == "policy@1.5"
     assert len(sampled["pass_at"]) == 3 and sampled["likeliest_of_n"]["n"] == 3
+
+
+def test_pretrain_imitates_the_trial_decode_search(files, capsys, tmp_path):
+    """reference: lookahead:K: the search visits the training states and is the target."""
+    config = pretrain_config(files["mdm"], files["data"], reference="lookahead:2:1")
+    out = tmp_path / "pre"
+    code, err = run(
+        capsys,
+        "policy",
+        "pretrain",
+        "--config",
+        write_yaml(tmp_path / "c.yaml", config),
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["states"] > 0
+    assert "lookahead:2:1" in json.dumps(json.loads((out / "config.json").read_text()))

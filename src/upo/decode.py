@@ -22,7 +22,8 @@ class Trajectory:
     tokens [B, L] the final tokens; order [B, L] the step at which each position was revealed
     (-1 for positions that were never masked); positions [B, S] the position chosen at each step
     when k == 1 (-1 after an item finished); logprobs [B, S] the policy's log-probability of each
-    step's choice; nfe [B] MDM forward calls per item; token_loglik [B] the MDM's log-probability
+    step's choice; nfe [B] MDM forward calls per item (with those a search policy ran to choose,
+    `Choice.extra_nfe`); token_loglik [B] the MDM's log-probability
     of each token it filled, at the step it filled it, summed over the item's steps: how plausible
     the MDM finds its own answer (needs no reference answer, so it can rank decodes of one item).
     """
@@ -118,6 +119,8 @@ def unmask(
         order[rows] = sub_order
         masked[rows] = m & ~chosen
         nfe[rows] += 1
+        if choice.extra_nfe is not None:
+            nfe[rows] += choice.extra_nfe
         pos = torch.full((b,), -1, dtype=torch.long, device=tokens.device)
         pos[rows] = chosen.float().argmax(dim=1)
         lp = torch.zeros(b, device=tokens.device)

@@ -37,10 +37,13 @@ class StepState:
 @dataclass
 class Choice:
     """The positions chosen at one step: chosen [B, L] bool, and the exact log-probability [B] of
-    that choice under the distribution it was drawn from (0 for deterministic rules)."""
+    that choice under the distribution it was drawn from (0 for deterministic rules). A search
+    policy that ran the MDM itself to choose says how often per item in extra_nfe [B], so the
+    decode's NFE counts every forward."""
 
     chosen: torch.Tensor
     logprob: torch.Tensor
+    extra_nfe: torch.Tensor | None = None
 
 
 def masked_log_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,14 @@ from pathlib import Path
 from ..errors import UpoError
 from .base import Policy
 from .learned import LearnedPolicy, is_policy_checkpoint, load_policy
+from .lookahead import parse_lookahead
 from .rules import RULE_NAMES, make_rule
 
 
 def resolve_policy(name: str, mdm) -> Policy:
-    """A rule name, a policy checkpoint directory (greedy: the highest score), or DIR@T: the
-    checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`."""
+    """A rule name, a policy checkpoint directory (greedy: the highest score), DIR@T: the
+    checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`, or the
+    trial-decode search `lookahead:K[:GATE]` (it needs the MDM, so it is not a plain rule)."""
     if Path(name).exists():
         return load_learned(name, mdm, None)
     path, at, temperature = name.rpartition("@")
@@ -25,13 +27,16 @@ def resolve_policy(name: str, mdm) -> Policy:
             raise UpoError(f"{name}: the sampling temperature after @ must be a positive number")
         return load_learned(path, mdm, t)
     try:
+        if name.split(":")[0] == "lookahead":
+            return parse_lookahead(name, mdm)
         return make_rule(name)
     except ValueError as err:
         looks_like_path = "/" in name or name.startswith(".")
         if looks_like_path:
             raise UpoError(f"{name}: policy checkpoint directory not found") from None
         raise UpoError(
-            f"{err}; valid: {', '.join(RULE_NAMES)} or a policy checkpoint directory"
+            f"{err}; valid: {', '.join(RULE_NAMES)}, lookahead:K[:GATE] or a policy checkpoint "
+            "directory"
         ) from None
 
 

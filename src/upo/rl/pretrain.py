@@ -33,7 +33,6 @@ from ..models.registry import load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
 from ..policies.resolve import resolve_policy
-from ..policies.rules import make_rule
 from ..tasks.registry import get_task
 from .grpo import chunks, load_split
 from .rollout import States, collect
@@ -44,7 +43,9 @@ class PretrainConfig:
     task: str = "sudoku9"
     mdm: str = "checkpoints/sudoku9-mdm"
     train_data: str = "data/sudoku9-train.jsonl"
-    reference: str = "confidence"  # any hand rule; its distribution is the target
+    # a hand rule, the trial-decode search lookahead:K[:GATE], or a policy checkpoint of this
+    # MDM; its distribution is the target
+    reference: str = "confidence"
     # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
     # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
     # A list aggregates: each entry decodes the same puzzles and all their states are kept (DAgger
@@ -211,10 +212,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         raise UpoError(
             f"{cfg.train_data}: has {len(data)} puzzles, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}"
         )
-    try:
-        reference = make_rule(cfg.reference)
-    except ValueError as err:
-        raise UpoError(str(err)) from None
+    reference = resolve_policy(cfg.reference, mdm)
     # rules are stateless, so the reference itself can visit the states
     if cfg.decode_with is None:
         decode_rules = [reference]
