@@ -441,3 +441,19 @@ def test_pretrain_imitates_the_trial_decode_search(files, capsys, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["states"] > 0
     assert "lookahead:2:1" in json.dumps(json.loads((out / "config.json").read_text()))
+
+
+def test_pretrain_reports_max_confidences_agreement_with_the_reference(files, capsys, tmp_path):
+    """The bar for imitation: with max-confidence as the reference it agrees with itself on every
+    held-out state; with a different rule it does not."""
+
+    def confidence_agreement(reference):
+        config = pretrain_config(files["mdm"], files["data"], reference=reference)
+        out = tmp_path / reference.replace(":", "-")
+        yaml = write_yaml(tmp_path / f"{out.name}.yaml", config)
+        code, err = run(capsys, "policy", "pretrain", "--config", yaml, "--out", out)
+        assert code == 0, err
+        return json.loads((out / "meta.json").read_text())["confidence_agreement"]
+
+    assert confidence_agreement("confidence") == 1.0
+    assert confidence_agreement("left-to-right") < 1.0

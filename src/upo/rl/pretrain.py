@@ -30,7 +30,7 @@ from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
-from ..policies.base import NEG_INF, masked_log_softmax
+from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
 from ..policies.resolve import resolve_policy
 from ..tasks.registry import get_task
@@ -186,15 +186,21 @@ def pretrain_loss(cfg: PretrainConfig, net: PolicyNet, s: States) -> torch.Tenso
 
 
 @torch.no_grad()
-def agreement(net: PolicyNet, states: States) -> tuple[float, float]:
-    """(top-1 agreement with the reference's choice, mean cross-entropy) on `states`."""
-    agree, ce = 0.0, 0.0
+def agreement(net: PolicyNet, states: States) -> tuple[float, float, float]:
+    """(top-1 agreement with the reference's choice, mean cross-entropy, max-confidence's top-1
+    agreement with the reference's choice) on `states`. The last is the bar for a policy that
+    starts as max-confidence: it has learned something only where it agrees more."""
+    agree, ce, conf_agree = 0.0, 0.0, 0.0
     for idx in chunks(len(states), 1024):
         s = states.take(idx)
         logp = net.log_probs(s.inputs)
         agree += float((logp.argmax(1) == s.ref_choice).sum())
         ce += float(soft_cross_entropy(logp, s.ref_dist).sum())
-    return agree / len(states), ce / len(states)
+        top1 = s.inputs.top_probs[..., 0].float()
+        conf_choice = top_by_score(top1, s.inputs.allowed, 1).float().argmax(1)
+        conf_agree += float((conf_choice == s.ref_choice).sum())
+    n = len(states)
+    return agree / n, ce / n, conf_agree / n
 
 
 def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "") -> dict:
@@ -282,15 +288,19 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         net.eval()
-        agree, ce = agreement(net, held_states)
+        agree, ce, conf_agree = agreement(net, held_states)
         record = {
             "step": step,
             "epoch": epoch + 1,
             "train_loss": loss.item(),
             "held_out_agreement": agree,
             "held_out_ce": ce,
+            "confidence_agreement": conf_agree,
         }
-        message = f"held-out top-1 agreement with {cfg.reference} {agree:.3f}, CE {ce:.3f}"
+        message = (
+            f"held-out top-1 agreement with {cfg.reference} {agree:.3f} "
+            f"(max-confidence {conf_agree:.3f}), CE {ce:.3f}"
+        )
         if cfg.target == "correct":
             mine, ref = top1_correct(net, held_states)
             record.update(held_out_top1_correct=mine, reference_top1_correct=ref)
@@ -309,6 +319,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         "states": len(train_states),
         "held_out_agreement": agree,
         "held_out_ce": ce,
+        "confidence_agreement": conf_agree,
         **{k: v for k, v in record.items() if k.endswith("top1_correct")},
         "seconds": round(time.perf_counter() - t0, 1),
         "complete": True,
