@@ -26,7 +26,7 @@ if [ "$PART" = passat ] || [ "$PART" = all ]; then
     --policies confidence,softmax:0.05,topk-random:5,checkpoints/sudoku9-policy
 fi
 if [ "$PART" = search ] || [ "$PART" = all ]; then
-  # trial-decode search (about 7 times the forwards of a greedy decode), beside max-confidence
+  # trial-decode search (6-9 times the forwards of a greedy decode), beside max-confidence
   $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-search.json --policies confidence,lookahead:3
   $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-search.json \
     --policies confidence,lookahead:3

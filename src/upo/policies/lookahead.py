@@ -4,8 +4,8 @@ Max-confidence is kept wherever the most confident candidate is above `gate`. At
 *decision* states, each of the K most confident candidates is filled with its argmax token, the
 rest is decoded with max-confidence, and the candidate whose completion the MDM finds likeliest
 (the candidate's own log-probability plus the completion's `token_loglik`) is chosen. No answer is
-used. On the built-in Sudoku MDM about 4 of a puzzle's 54-58 steps are decisions, so search costs
-about 6 times the forwards of a greedy decode; each choice reports its extra forwards
+used. On the built-in Sudoku MDM about 4 of a puzzle's 54-58 steps are decisions, and `lookahead:3`
+costs 6-9 times the forwards of a greedy decode; each choice reports its extra forwards
 (`Choice.extra_nfe`), so `upo eval`'s NFE column is the true cost.
 
 This is not a learned policy: a UPO policy sees one MDM forward per step. The rule exists because
@@ -64,7 +64,7 @@ class TrialDecode(Policy):
         own, digit = logp.max(-1)  # [R, L] each cell's argmax token and its log-prob
         r_idx, c_idx = tried.nonzero(as_tuple=True)  # one trial per (row, candidate)
         trial = state.tokens[rows][r_idx].clone()
-        trial[torch.arange(len(c_idx)), c_idx] = digit[r_idx, c_idx]
+        trial[torch.arange(len(c_idx), device=trial.device), c_idx] = digit[r_idx, c_idx]
         mask = None if state.attention_mask is None else state.attention_mask[rows][r_idx]
         done = unmask(self.mdm, trial, self.finish, attention_mask=mask)
         value = own[r_idx, c_idx] + done.token_loglik
