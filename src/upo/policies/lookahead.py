@@ -8,6 +8,10 @@ used. On the built-in Sudoku MDM about 4 of a puzzle's 54-58 steps are decisions
 costs 6-9 times the forwards of a greedy decode; each choice reports its extra forwards
 (`Choice.extra_nfe`), so `upo eval`'s NFE column is the true cost.
 
+The trial completions ignore block order (semi-autoregressive text decoding) and cost about K
+times the answer's length in forwards per decision, so the rule is meant for the built-in MDMs,
+not for long text answers.
+
 This is not a learned policy: a UPO policy sees one MDM forward per step. The rule exists because
 the lookahead probe in docs/results found that the better orders on this MDM are only found this
 way, and a user who can pay the forwards should be able to have them.
