@@ -364,21 +364,21 @@ def test_the_real_command_prints_one_line_and_exits_2(files):
         assert result.stdout == "", result.stdout
 
 
+def pretrain_ok(files, capsys, tmp_path, name: str, **overrides) -> Path:
+    """Run `upo policy pretrain` on the tiny fixture config with `overrides`, into
+    tmp_path/name; it must succeed. Returns the output directory."""
+    config = pretrain_config(files["mdm"], files["data"], **overrides)
+    out = tmp_path / name
+    yaml = write_yaml(tmp_path / f"{name}.yaml", config)
+    code, err = run(capsys, "policy", "pretrain", "--config", yaml, "--out", out)
+    assert code == 0, err
+    return out
+
+
 def test_pretrain_visits_states_with_a_policy_checkpoint(files, capsys, tmp_path):
     """decode_with may name a policy of this MDM: its greedy order visits the training states."""
-    config = pretrain_config(files["mdm"], files["data"], decode_with=str(files["policy"]))
-    config.update(target="correct")
-    out = tmp_path / "pre"
-    code, err = run(
-        capsys,
-        "policy",
-        "pretrain",
-        "--config",
-        write_yaml(tmp_path / "c.yaml", config),
-        "--out",
-        out,
-    )
-    assert code == 0, err
+    decode_with = str(files["policy"])
+    out = pretrain_ok(files, capsys, tmp_path, "pre", decode_with=decode_with, target="correct")
     assert (out / "model.safetensors").exists()
     saved = json.loads((out / "config.json").read_text())
     assert str(files["policy"]) in json.dumps(saved)
@@ -390,20 +390,8 @@ def test_pretrain_with_a_list_of_visitors_keeps_all_their_states(files, capsys, 
 
     def states(decode_with, name):
         # target "correct" keeps only the informative states, so the counts depend on the order
-        config = pretrain_config(
-            files["mdm"], files["data"], decode_with=decode_with, target="correct"
-        )
-        code, err = run(
-            capsys,
-            "policy",
-            "pretrain",
-            "--config",
-            write_yaml(tmp_path / f"{name}.yaml", config),
-            "--out",
-            tmp_path / name,
-        )
-        assert code == 0, err
-        return json.loads((tmp_path / name / "meta.json").read_text())["states"]
+        out = pretrain_ok(files, capsys, tmp_path, name, decode_with=decode_with, target="correct")
+        return json.loads((out / "meta.json").read_text())["states"]
 
     policy = str(files["policy"])
     alone = states(policy, "policy"), states("random", "random")
@@ -426,18 +414,7 @@ def test_eval_samples_a_policy_checkpoint_at_a_temperature(files, capsys, tmp_pa
 
 def test_pretrain_imitates_the_trial_decode_search(files, capsys, tmp_path):
     """reference: lookahead:K: the search visits the training states and is the target."""
-    config = pretrain_config(files["mdm"], files["data"], reference="lookahead:2:1")
-    out = tmp_path / "pre"
-    code, err = run(
-        capsys,
-        "policy",
-        "pretrain",
-        "--config",
-        write_yaml(tmp_path / "c.yaml", config),
-        "--out",
-        out,
-    )
-    assert code == 0, err
+    out = pretrain_ok(files, capsys, tmp_path, "pre", reference="lookahead:2:1")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["states"] > 0
     assert "lookahead:2:1" in json.dumps(json.loads((out / "config.json").read_text()))
@@ -448,11 +425,7 @@ def test_pretrain_reports_max_confidences_agreement_with_the_reference(files, ca
     held-out state; with a different rule it does not."""
 
     def confidence_agreement(reference):
-        config = pretrain_config(files["mdm"], files["data"], reference=reference)
-        out = tmp_path / reference.replace(":", "-")
-        yaml = write_yaml(tmp_path / f"{out.name}.yaml", config)
-        code, err = run(capsys, "policy", "pretrain", "--config", yaml, "--out", out)
-        assert code == 0, err
+        out = pretrain_ok(files, capsys, tmp_path, reference.replace(":", "-"), reference=reference)
         return json.loads((out / "meta.json").read_text())["confidence_agreement"]
 
     assert confidence_agreement("confidence") == 1.0

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from test_certain_gate import first_state
 from upo.decode import unmask
 from upo.errors import UpoError
 from upo.evaluate import evaluate_policy
-from upo.policies.base import StepState
+from upo.models.denoiser import TimedDenoiser
 from upo.policies.lookahead import TrialDecode
 from upo.policies.resolve import resolve_policy
 from upo.policies.rules import make_rule
@@ -18,16 +19,10 @@ from upo.tasks.base import Batch
 from upo.tasks.registry import get_task
 
 
-def state_of(mdm, tokens: torch.Tensor) -> StepState:
-    logits, feats = mdm.forward(tokens, None)
-    masked = tokens == mdm.mask_id
-    return StepState(tokens, logits, feats, masked, masked, torch.ones_like(masked), 0)
-
-
 def test_choice_is_the_candidate_whose_completion_the_mdm_finds_likeliest(mdm9, puzzles9):
     """Recomputed by hand, one candidate and one separate greedy decode at a time."""
     puzzles, _ = puzzles9
-    state = state_of(mdm9, puzzles)
+    state = first_state(mdm9, puzzles)
     chosen = TrialDecode(mdm9, k=3, gate=1.0).select(state, 1).chosen.float().argmax(1)
     conf = state.probs.amax(-1).masked_fill(~state.masked, -1.0)
     for i in range(len(puzzles)):
@@ -45,7 +40,7 @@ def test_extra_forwards_are_those_of_the_trial_decodes(mdm9, puzzles9):
     """At a state where every item decides, each item's extra NFE is the sum of its K trial
     decodes' forwards: one per cell still masked after the candidate is filled."""
     puzzles, _ = puzzles9
-    state = state_of(mdm9, puzzles)
+    state = first_state(mdm9, puzzles)
     choice = TrialDecode(mdm9, k=3, gate=1.0).select(state, 1)
     blanks = (puzzles == mdm9.mask_id).sum(1)
     assert torch.equal(choice.extra_nfe, 3 * (blanks - 1))
@@ -93,7 +88,7 @@ def test_several_positions_per_step_keep_the_tried_candidates_first(mdm9, puzzle
     """With k = 2 per step the best trial goes first and the second pick is the next best trial,
     not whichever untried cell has the lowest index."""
     puzzles, _ = puzzles9
-    state = state_of(mdm9, puzzles)
+    state = first_state(mdm9, puzzles)
     policy = TrialDecode(mdm9, k=2, gate=1.0)
     scores, _ = policy.scores_and_cost(state)
     chosen = policy.select(state, 2).chosen
@@ -128,26 +123,12 @@ def test_bad_lookahead_names_are_one_clear_error(mdm4, name, needle):
         resolve_policy(name, mdm4)
 
 
-class CountingMDM:
-    """The MDM with a count of the rows it was run on."""
-
-    def __init__(self, mdm):
-        self.mdm, self.rows = mdm, 0
-
-    def __getattr__(self, name):
-        return getattr(self.mdm, name)
-
-    def forward(self, tokens, attention_mask=None):
-        self.rows += len(tokens)
-        return self.mdm.forward(tokens, attention_mask)
-
-
 def test_asking_the_same_state_again_runs_no_more_trials(mdm9, puzzles9):
     """Pre-training asks the visitor (select) and then the reference (log_probs, greedy_scores)
     about one state; the search runs once."""
     puzzles, _ = puzzles9
-    counting = CountingMDM(mdm9)
-    state = state_of(mdm9, puzzles)
+    counting = TimedDenoiser(mdm9)
+    state = first_state(mdm9, puzzles)
     policy = TrialDecode(counting, k=2, gate=1.0)
     first = policy.select(state, 1)
     rows = counting.rows
