@@ -110,6 +110,42 @@ def test_k_must_be_positive(mdm4, puzzles4):
         unmask(mdm4, puzzles4[0], make_rule("confidence"), k=0)
 
 
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_max_steps_stops_a_decode_where_the_full_one_would_be(mdm9, puzzles9, steps):
+    """A decode cut after `steps` steps is the full decode's first `steps` steps: the same cells
+    with the same tokens, the rest still masked, one forward per step."""
+    puzzles, _ = puzzles9
+    rule = make_rule("confidence")
+    full = unmask(mdm9, puzzles, rule)
+    cut = unmask(mdm9, puzzles, rule, max_steps=steps)
+    revealed = (full.order >= 0) & (full.order < steps)
+    assert torch.equal(cut.order, torch.where(revealed, full.order, -1))
+    assert torch.equal(
+        cut.tokens, torch.where(revealed | (puzzles != mdm9.mask_id), full.tokens, puzzles)
+    )
+    assert torch.equal(cut.nfe, torch.full_like(cut.nfe, steps))
+    assert cut.positions.shape == (len(puzzles), steps)
+    # resuming the cut decode finishes it exactly as the uncut one did
+    rest = unmask(mdm9, cut.tokens, rule)
+    assert torch.equal(rest.tokens, full.tokens)
+    assert torch.allclose(cut.token_loglik + rest.token_loglik, full.token_loglik)
+    assert torch.equal(cut.nfe + rest.nfe, full.nfe)
+
+
+def test_max_steps_beyond_the_blanks_is_the_full_decode(mdm4, puzzles4):
+    puzzles, _ = puzzles4
+    rule = make_rule("confidence")
+    full = unmask(mdm4, puzzles, rule)
+    long = unmask(mdm4, puzzles, rule, max_steps=puzzles.shape[1])
+    for name in ("tokens", "order", "positions", "nfe", "token_loglik"):
+        assert torch.equal(getattr(full, name), getattr(long, name)), name
+
+
+def test_max_steps_must_not_be_negative(mdm4, puzzles4):
+    with pytest.raises(ValueError, match="max_steps must be"):
+        unmask(mdm4, puzzles4[0], make_rule("confidence"), max_steps=-1)
+
+
 def test_input_tokens_not_modified(mdm4, puzzles4):
     puzzles, _ = puzzles4
     before = puzzles.clone()

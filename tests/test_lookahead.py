@@ -1,4 +1,4 @@
-"""The trial-decode search rule `lookahead:K[:GATE]`: what it chooses, what it costs, and that it
+"""The trial-decode search rule `lookahead:K[:GATE[:DEPTH]]`: what it chooses, what it costs, and that it
 decodes each item as if alone."""
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from upo.tasks.base import Batch
 from upo.tasks.registry import get_task
 
 
-def test_choice_is_the_candidate_whose_completion_the_mdm_finds_likeliest(mdm9, puzzles9):
-    """Recomputed by hand, one candidate and one separate greedy decode at a time."""
+@pytest.mark.parametrize("depth", [None, 0, 4])
+def test_choice_is_the_candidate_whose_completion_the_mdm_finds_likeliest(mdm9, puzzles9, depth):
+    """Recomputed by hand, one candidate and one separate greedy decode at a time; with a depth,
+    the trial decode stops after that many steps and only they count."""
     puzzles, _ = puzzles9
     state = first_state(mdm9, puzzles)
-    chosen = TrialDecode(mdm9, k=3, gate=1.0).select(state, 1).chosen.float().argmax(1)
+    policy = TrialDecode(mdm9, k=3, gate=1.0, depth=depth)
+    chosen = policy.select(state, 1).chosen.float().argmax(1)
     conf = state.probs.amax(-1).masked_fill(~state.masked, -1.0)
     for i in range(len(puzzles)):
         values = {}
@@ -31,19 +34,43 @@ def test_choice_is_the_candidate_whose_completion_the_mdm_finds_likeliest(mdm9, 
             logp = torch.log_softmax(state.logits[i, c], -1)
             trial = puzzles[i].clone()
             trial[c] = int(logp.argmax())
-            done = unmask(mdm9, trial[None], make_rule("confidence"))
-            values[c] = float(logp.max()) + float(done.token_loglik[0])
+            done = greedy_steps(mdm9, trial, depth)
+            values[c] = float(logp.max()) + done
         assert int(chosen[i]) == max(values, key=values.get)
 
 
-def test_extra_forwards_are_those_of_the_trial_decodes(mdm9, puzzles9):
+def greedy_steps(mdm, tokens, depth):
+    """The summed log max-probability of the first `depth` (all if None) max-confidence fills,
+    one cell and one forward at a time, without `unmask`."""
+    tokens, total, steps = tokens.clone(), 0.0, 0
+    while (tokens == mdm.mask_id).any() and (depth is None or steps < depth):
+        logp = torch.log_softmax(mdm.forward(tokens[None])[0][0].float(), -1)
+        best, digit = logp.max(-1)
+        best = best.masked_fill(tokens != mdm.mask_id, float("-inf"))
+        cell = int(best.argmax())
+        tokens[cell] = digit[cell]
+        total, steps = total + float(best[cell]), steps + 1
+    return total
+
+
+@pytest.mark.parametrize("depth", [None, 5])
+def test_extra_forwards_are_those_of_the_trial_decodes(mdm9, puzzles9, depth):
     """At a state where every item decides, each item's extra NFE is the sum of its K trial
-    decodes' forwards: one per cell still masked after the candidate is filled."""
+    decodes' forwards: one per cell still masked after the candidate is filled, at most DEPTH."""
     puzzles, _ = puzzles9
     state = first_state(mdm9, puzzles)
-    choice = TrialDecode(mdm9, k=3, gate=1.0).select(state, 1)
+    choice = TrialDecode(mdm9, k=3, gate=1.0, depth=depth).select(state, 1)
     blanks = (puzzles == mdm9.mask_id).sum(1)
-    assert torch.equal(choice.extra_nfe, 3 * (blanks - 1))
+    steps = blanks - 1 if depth is None else (blanks - 1).clamp(max=depth)
+    assert torch.equal(choice.extra_nfe, 3 * steps)
+
+
+def test_a_depth_past_the_last_blank_is_the_full_search(mdm9, puzzles9):
+    puzzles, _ = puzzles9
+    full = unmask(mdm9, puzzles, resolve_policy("lookahead:2:0.9", mdm9))
+    deep = unmask(mdm9, puzzles, resolve_policy("lookahead:2:0.9:81", mdm9))
+    assert torch.equal(full.order, deep.order)
+    assert torch.equal(full.nfe, deep.nfe)
 
 
 def test_decode_nfe_counts_outer_steps_plus_trials(mdm4, puzzles4):
@@ -112,10 +139,12 @@ def test_eval_reports_the_search_cost(mdm4, puzzles4):
     "name,needle",
     [
         ("lookahead:0", "K must be at least 1"),
-        ("lookahead:three", "K must be an integer"),
+        ("lookahead:three", "K and DEPTH must be integers"),
         ("lookahead:3:1.5", "gate must be a probability"),
         ("lookahead", "expected lookahead:K"),
-        ("lookahead:3:0.9:1", "expected lookahead:K"),
+        ("lookahead:3:0.9:1:2", "expected lookahead:K"),
+        ("lookahead:3:0.9:deep", "DEPTH must be integers"),
+        ("lookahead:3:0.9:-1", "DEPTH must be at least 0"),
     ],
 )
 def test_bad_lookahead_names_are_one_clear_error(mdm4, name, needle):

@@ -72,14 +72,19 @@ def unmask(
     block_size: int | None = None,
     generator: torch.Generator | None = None,
     on_step: Callable[[torch.Tensor, StepState, Choice], None] | None = None,
+    max_steps: int | None = None,
 ) -> Trajectory:
     """Decode `tokens` [B, L] (mask_id at the positions to fill) with `policy`.
 
     Given (unmasked) positions are never changed and every masked position is filled exactly once.
     `on_step(active_rows, state, choice)` sees every step, e.g. to record states for training.
+    `max_steps` stops after that many steps and returns the partly decoded tokens (positions still
+    masked keep mask_id and order -1), e.g. for a search that looks only a few steps ahead.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if max_steps is not None and max_steps < 0:
+        raise ValueError(f"max_steps must be at least 0, got {max_steps}")
     tokens = tokens.clone()
     b, l = tokens.shape
     if attention_mask is None:
@@ -92,7 +97,7 @@ def unmask(
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)
     token_loglik = torch.zeros(b, device=tokens.device)
     step = 0
-    while masked.any():
+    while masked.any() and (max_steps is None or step < max_steps):
         rows = masked.any(dim=1).nonzero().squeeze(1)
         m = masked[rows]
         blk = blocks[rows]
