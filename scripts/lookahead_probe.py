@@ -6,7 +6,8 @@ the K most confident cells is tried and scored; elsewhere the rule is max-confid
 
 - rollout: fill the candidate with its argmax digit, decode the rest with max-confidence, and sum
   the log max-probabilities of all cells filled (the MDM's estimate of that completion's
-  likelihood); costs a whole decode per candidate.
+  likelihood); costs a whole decode per candidate. This is upo's policy `lookahead:K:GATE`
+  (`upo.policies.lookahead.TrialDecode`), which the probe calls.
 - next-step: fill the candidate, run the MDM once; log p(its digit) + the sum over the still-masked
   cells of their log max-probability.
 - worst-drop: fill the candidate, run the MDM once; log p(its digit) + the largest fall of any
@@ -39,6 +40,7 @@ from upo.evaluate import evaluate_policy, wilson_interval
 from upo.io_utils import atomic_write_text
 from upo.models.registry import load_mdm
 from upo.policies.base import NEG_INF, Policy, top_by_score
+from upo.policies.lookahead import TrialDecode
 from upo.policies.rules import confidence, make_rule, one_hot_log_probs
 from upo.tasks.registry import get_task
 
@@ -52,9 +54,14 @@ class Lookahead(Policy):
         self.mdm, self.k, self.gate, self.score = mdm, k, gate, score
         self.name = f"lookahead-{score}-top{k}-below{gate}"
         self.extra_forwards = 0
+        self.trial_decode = TrialDecode(mdm, k, gate) if score == "rollout" else None
 
     @torch.no_grad()
     def greedy_scores(self, state):
+        if self.trial_decode is not None:
+            scores, extra = self.trial_decode.scores_and_cost(state)
+            self.extra_forwards += int(extra.sum())
+            return scores
         conf = confidence(state).masked_fill(~state.candidates, -1.0)
         scores = conf.clone()
         decide = (conf.max(1).values < self.gate) & (state.candidates.sum(1) > 1)
@@ -87,8 +94,6 @@ class Lookahead(Policy):
             value = torch.log_softmax(logits.float(), -1)[n, c_idx, digit[r_idx, c_idx]]
         elif self.score == "next-step":
             value = own + after.masked_fill(~still, 0.0).sum(1)
-        elif self.score == "rollout":
-            value = own + self.greedy_completion_logprob(trial, mask)
         elif self.score == "worst-drop":
             value = own + (after - before).masked_fill(~still, float("inf")).amin(1).clamp_max(0.0)
         else:
@@ -97,13 +102,6 @@ class Lookahead(Policy):
         look[r_idx, c_idx] = value
         scores[rows] = look
         return scores
-
-    def greedy_completion_logprob(self, trial, mask):
-        """[N] the MDM's log-likelihood of the cells max-confidence fills when it decodes each
-        trial state to the end: its own estimate of how plausible that completion is."""
-        done = unmask(self.mdm, trial, make_rule("confidence"), attention_mask=mask)
-        self.extra_forwards += int(done.nfe.sum())
-        return done.token_loglik
 
     def log_probs(self, state):
         return one_hot_log_probs(self.greedy_scores(state), state.candidates)

@@ -144,8 +144,8 @@ def register(sub) -> None:
         "--policies",
         default="random,confidence,margin,entropy",
         help="comma-separated: random, confidence, margin, entropy, topk-random:K, softmax:TAU, "
-        "left-to-right, threshold:P, a policy checkpoint directory, or DIR@T to sample it at "
-        "temperature T",
+        "left-to-right, threshold:P, the search lookahead:K[:GATE[:DEPTH]], a policy checkpoint "
+        "directory, or DIR@T to sample it at temperature T",
     )
     p.add_argument("--n", type=int, help="evaluate only the first N items")
     p.add_argument("--batch-size", type=int, default=64)

@@ -12,10 +12,10 @@ The trial completions ignore block order (semi-autoregressive text decoding) and
 times the answer's length in forwards per decision, so the rule is meant for the built-in MDMs,
 not for long text answers.
 
-`lookahead:K:GATE:DEPTH` finishes each trial for only DEPTH steps and compares the likelihood of
-those steps: cheaper, and weaker (on validation, depth 4, 8 and 16 keep about a quarter, a third
-and under half of the full search's gain; see docs/results). The likelihood of the cells a short
-trial leaves open, estimated from one more forward, made the comparison worse, so it is not used.
+`lookahead:K:GATE:DEPTH` cuts each trial decode after DEPTH steps and compares the likelihood of
+those steps only: cheaper and weaker (docs/results, "Search"). The cells a short trial leaves open
+are not scored: estimating their likelihood from one more forward made even the one-step
+comparison worse than max-confidence (the probe's next-step score).
 
 This is not a learned policy: a UPO policy sees one MDM forward per step. The rule exists because
 the lookahead probe in docs/results found that the better orders on this MDM are only found this
