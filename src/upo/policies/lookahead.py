@@ -13,7 +13,8 @@ times the answer's length in forwards per decision, so the rule is meant for the
 not for long text answers.
 
 `lookahead:K:GATE:DEPTH` cuts each trial decode after DEPTH steps and compares the likelihood of
-those steps only: cheaper and weaker (docs/results, "Search"). The cells a short trial leaves open
+those steps only: cheaper and weaker (docs/results section 4, "Can the trial decodes be cut
+short?"). The cells a short trial leaves open
 are not scored: estimating their likelihood from one more forward made even the one-step
 comparison worse than max-confidence (the probe's next-step score).
 
