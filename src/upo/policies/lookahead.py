@@ -14,9 +14,10 @@ not for long text answers.
 
 `lookahead:K:GATE:DEPTH` cuts each trial decode after DEPTH steps and compares the likelihood of
 those steps only: cheaper and weaker (docs/results section 4, "Can the trial decodes be cut
-short?"). The cells a short trial leaves open
-are not scored: estimating their likelihood from one more forward made even the one-step
-comparison worse than max-confidence (the probe's next-step score).
+short?"). A lower GATE, which runs the full trials at fewer states, loses less for the forwards it
+saves. The cells a short trial leaves open are not scored: estimating their likelihood from one
+more forward made even the one-step comparison worse than max-confidence (the probe's next-step
+score).
 
 This is not a learned policy: a UPO policy sees one MDM forward per step. The rule exists because
 the lookahead probe in docs/results found that the better orders on this MDM are only found this
