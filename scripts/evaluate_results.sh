@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Test-set evaluation behind docs/results and the README table. PART selects a piece so the hand
-# rules can run while the policy trains: rules | learned | passat | search | sudoku4 | all (default).
+# rules can run while the policy trains: rules | learned | passat | search | search-gated | sudoku4 |
+# all (default).
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PART=${1:-all}
@@ -30,6 +31,10 @@ if [ "$PART" = search ] || [ "$PART" = all ]; then
   $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-search.json --policies confidence,lookahead:3
   $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-search.json \
     --policies confidence,lookahead:3
+fi
+if [ "$PART" = search-gated ] || [ "$PART" = all ]; then
+  # the cheaper setting chosen on validation (docs/results section 4): K = 4, trials below 0.9 only
+  $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-search-gated.json --policies lookahead:4:0.9
 fi
 if [ "$PART" = sudoku4 ] || [ "$PART" = all ]; then
   [ -f data/sudoku4-test.jsonl ] || $UPO data make sudoku4 --n 1000 --seed 401 --blanks 8-12 --out data/sudoku4-test.jsonl

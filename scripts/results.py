@@ -130,8 +130,10 @@ def eval_tables(r: Path) -> None:
             [r / "sudoku9-test-hard-rules.json", r / "sudoku9-test-hard-learned.json"]
         ),
         "sudoku9-passat.md": pass_at_table(r / "sudoku9-test-passat.json"),
-        # trial-decode search beside max-confidence, each pair from one run
-        "sudoku9-test-search.md": eval_table([r / "sudoku9-test-search.json"]),
+        # trial-decode search beside max-confidence from one run, then the cheaper setting
+        "sudoku9-test-search.md": eval_table(
+            [r / "sudoku9-test-search.json", r / "sudoku9-test-search-gated.json"]
+        ),
         "sudoku9-test-hard-search.md": eval_table([r / "sudoku9-test-hard-search.json"]),
         "sudoku4-test.md": eval_table([r / "sudoku4-test.json"]),
     }
