@@ -35,6 +35,8 @@ fi
 if [ "$PART" = search-gated ] || [ "$PART" = all ]; then
   # the cheaper setting chosen on validation (docs/results section 4): K = 4, trials below 0.9 only
   $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-search-gated.json --policies lookahead:4:0.9
+  $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-search-gated.json \
+    --policies lookahead:4:0.9
 fi
 if [ "$PART" = sudoku4 ] || [ "$PART" = all ]; then
   [ -f data/sudoku4-test.jsonl ] || $UPO data make sudoku4 --n 1000 --seed 401 --blanks 8-12 --out data/sudoku4-test.jsonl

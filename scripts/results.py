@@ -134,7 +134,9 @@ def eval_tables(r: Path) -> None:
         "sudoku9-test-search.md": eval_table(
             [r / "sudoku9-test-search.json", r / "sudoku9-test-search-gated.json"]
         ),
-        "sudoku9-test-hard-search.md": eval_table([r / "sudoku9-test-hard-search.json"]),
+        "sudoku9-test-hard-search.md": eval_table(
+            [r / "sudoku9-test-hard-search.json", r / "sudoku9-test-hard-search-gated.json"]
+        ),
         "sudoku4-test.md": eval_table([r / "sudoku4-test.json"]),
     }
     for name, text in tables.items():
