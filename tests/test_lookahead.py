@@ -1,5 +1,5 @@
-"""The trial-decode search rule `lookahead:K[:GATE[:DEPTH]]`: what it chooses, what it costs, and that it
-decodes each item as if alone."""
+"""The trial-decode search rule `lookahead:K[:GATE[:DEPTH]]`: what it chooses, what it costs, and
+that it decodes each item as if alone."""
 
 from __future__ import annotations
 
