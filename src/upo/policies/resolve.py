@@ -14,7 +14,8 @@ from .rules import RULE_NAMES, make_rule
 def resolve_policy(name: str, mdm) -> Policy:
     """A rule name, a policy checkpoint directory (greedy: the highest score), DIR@T: the
     checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`, or the
-    trial-decode search `lookahead:K[:GATE[:DEPTH]]` (it needs the MDM, so it is not a plain rule)."""
+    trial-decode search `lookahead:K[:GATE[:DEPTH]]` (it needs the MDM, so it is not a plain
+    rule)."""
     if Path(name).exists():
         return load_learned(name, mdm, None)
     path, at, temperature = name.rpartition("@")
@@ -35,8 +36,8 @@ def resolve_policy(name: str, mdm) -> Policy:
         if looks_like_path:
             raise UpoError(f"{name}: policy checkpoint directory not found") from None
         raise UpoError(
-            f"{err}; valid: {', '.join(RULE_NAMES)}, lookahead:K[:GATE[:DEPTH]] or a policy checkpoint "
-            "directory"
+            f"{err}; valid: {', '.join(RULE_NAMES)}, lookahead:K[:GATE[:DEPTH]] or a policy "
+            "checkpoint directory"
         ) from None
 
 

@@ -43,8 +43,8 @@ class PretrainConfig:
     task: str = "sudoku9"
     mdm: str = "checkpoints/sudoku9-mdm"
     train_data: str = "data/sudoku9-train.jsonl"
-    # a hand rule, the trial-decode search lookahead:K[:GATE[:DEPTH]], or a policy checkpoint of this
-    # MDM; its distribution is the target
+    # a hand rule, the trial-decode search lookahead:K[:GATE[:DEPTH]], or a policy checkpoint of
+    # this MDM; its distribution is the target
     reference: str = "confidence"
     # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
     # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
