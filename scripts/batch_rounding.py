@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from upo.checkpoint import load_weights, read_json
-from upo.config import from_dict
 from upo.decode import unmask
 from upo.io_utils import atomic_write_text
-from upo.models.tiny import TinyConfig, TinyMDM
+from upo.models.registry import load_mdm
 from upo.policies.rules import make_rule
 from upo.tasks.registry import get_task
-
-
-def load(path: Path, bf16: bool) -> TinyMDM:
-    cfg = from_dict(TinyConfig, read_json(path / "config.json")["model"], "model")
-    cfg.bf16 = bf16
-    model = TinyMDM(cfg)
-    load_weights(model, path / "model.safetensors")
-    return model.freeze_for_inference()
 
 
 def main() -> None:
@@ -51,7 +40,7 @@ def main() -> None:
     rule = make_rule("confidence")
     record = dict(mdm=args.mdm, data=args.data, n=args.n, results={})
     for bf16 in (True, False):
-        mdm = load(Path(args.mdm), bf16)
+        mdm = load_mdm(args.mdm, options={"dtype": "bfloat16" if bf16 else "float32"})
         by_size = {}
         for size in (args.n, 64, 1):
             parts = [unmask(mdm, tokens[i : i + size], rule) for i in range(0, args.n, size)]

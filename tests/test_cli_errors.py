@@ -140,6 +140,7 @@ CASES = [
     ("eval-k-zero", lambda f: (*eval_args(f), "--k", "0"), ["--k must be at least 1"]),
     ("eval-pass-at-zero", lambda f: (*eval_args(f), "--pass-at", "0"), ["--pass-at"]),
     ("eval-threads-zero", lambda f: (*eval_args(f), "--threads", "0"), ["--threads"]),
+    ("eval-dtype-unknown", lambda f: (*eval_args(f), "--dtype", "float64"), ["'float64'", "float32"]),
     ("eval-batch-size-zero", lambda f: (*eval_args(f), "--batch-size", "0"), ["--batch-size"]),
     ("eval-show-item-out-of-range", lambda f: (*eval_args(f), "--show-order", "--show-item", "7"), ["--show-item 7"]),
     ("eval-json-is-a-directory", lambda f: (*eval_args(f), "--json", f["root"]), ["is a directory"]),

@@ -382,6 +382,51 @@ def test_checkpoint_round_trip(tmp_path, puzzles4, bf16):
     assert torch.equal(a, b) and torch.equal(fa, fb)
 
 
+@pytest.mark.parametrize("trained_bf16", [False, True])
+def test_dtype_option_runs_the_checkpoint_in_that_precision(tmp_path, puzzles4, trained_bf16):
+    """dtype float32 / bfloat16 overrides the precision the checkpoint was trained in; the
+    weights and fingerprint are the same, and each runs exactly as a model built in it."""
+    model = make_tiny("sudoku4", seed=14, bf16=trained_bf16)
+    save_tiny(tmp_path / "ckpt", model)
+    for dtype, bf16 in (("float32", False), ("bfloat16", True), ("auto", trained_bf16)):
+        loaded = load_mdm(tmp_path / "ckpt", options={"dtype": dtype})
+        assert loaded.cfg.bf16 is bf16
+        assert loaded.fingerprint() == model.fingerprint()
+        twin = make_tiny("sudoku4", seed=14, bf16=bf16)
+        assert torch.equal(loaded(puzzles4[0])[0], twin(puzzles4[0])[0])
+    linear = {m.weight.dtype for m in loaded.modules() if isinstance(m, torch.nn.Linear)}
+    assert linear == {torch.bfloat16 if trained_bf16 else torch.float32}
+
+
+def test_float32_decoding_does_not_depend_on_the_batch():
+    """In float32 the shipped MDM's max-confidence orders are the same decoded alone or in one
+    batch. These four validation puzzles are ones whose orders do differ in bf16 on this CPU
+    (scripts/batch_rounding.py), so running the test with dtype bfloat16 fails it here."""
+    from upo.decode import unmask
+    from upo.policies.rules import make_rule
+
+    mdm = load_mdm(REPO / "checkpoints/sudoku9-mdm", options={"dtype": "float32"})
+    puzzles = get_task("sudoku9").load(REPO / "data/sudoku9-val.jsonl")
+    tokens = torch.from_numpy(puzzles.tokens[[5, 15, 24, 26]])
+    rule = make_rule("confidence")
+    whole = unmask(mdm, tokens, rule)
+    for i in range(len(tokens)):
+        alone = unmask(mdm, tokens[i : i + 1], rule)
+        assert torch.equal(alone.order[0], whole.order[i])
+        assert torch.equal(alone.tokens[0], whole.tokens[i])
+
+
+@pytest.mark.parametrize(
+    "options, needles",
+    [
+        ({"dtype": "float16"}, ["'float16'", "float32"]),
+        ({"device": "cuda"}, ["'device'", "Hugging Face"]),
+    ],
+)
+def test_bad_options_for_the_built_in_mdm(good_ckpt, options, needles):
+    assert_one_line_error(lambda: load_mdm(good_ckpt, options=options), *needles)
+
+
 def test_checkpoint_overwrite_is_complete(tmp_path):
     """Saving again replaces the directory's contents, with no leftover temporary dirs."""
     save_tiny(tmp_path / "ckpt", make_tiny("sudoku4", seed=1))

@@ -44,7 +44,9 @@ def run_eval(args) -> int:
         if value is not None and value < 1:
             raise UpoError(f"{flag} must be at least 1, got {value}")
     task = get_task(args.task)
-    mdm = load_mdm(args.mdm, threads=args.threads)
+    mdm = load_mdm(
+        args.mdm, threads=args.threads, options={"dtype": args.dtype} if args.dtype else None
+    )
     check_mdm_fits(mdm, task, args.mdm)
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not names:
@@ -101,6 +103,7 @@ def run_eval(args) -> int:
                 "task": task.name,
                 "n": len(batch),
                 "mdm": args.mdm,
+                "dtype": args.dtype or "auto",
                 "data": args.data,
                 "k": args.k,
                 "seed": args.seed,
@@ -152,6 +155,11 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=1, help="positions revealed per step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--dtype",
+        help="run the MDM in this dtype: float32 makes results independent of --batch-size "
+        "(the built-in MDM runs bf16 matmuls by default, whose rounding depends on batch shape)",
+    )
     p.add_argument(
         "--pass-at",
         type=int,

@@ -11,6 +11,11 @@ from ..config import from_dict
 from ..errors import UpoError
 from .tiny import TinyConfig, TinyMDM
 
+# The built-in MDM's one option. "auto" runs it as trained (bf16 matmuls by default); "float32"
+# gives up that speed for arithmetic that does not depend on the batch shape (see
+# docs/results section 1, "Batch size and bf16 rounding").
+TINY_DTYPES = ("auto", "bfloat16", "float32")
+
 
 def is_hf_model(path: str | Path) -> bool:
     """`hf:NAME_OR_DIR`, or a directory holding a transformers config.json (no upo `kind`)."""
@@ -29,7 +34,8 @@ def is_hf_model(path: str | Path) -> bool:
 def load_mdm(path: str | Path, threads: int | None = None, options: dict | None = None):
     """A Denoiser: upo's own MDM checkpoint, or a Hugging Face model (`hf:` + Hub id or
     directory, or a transformers directory) loaded with `options` (trust_remote_code, dtype,
-    device, mask_id, convention: see upo.models.hf.HFDenoiser.from_pretrained)."""
+    device, mask_id, convention: see upo.models.hf.HFDenoiser.from_pretrained). upo's own MDM
+    takes one option, dtype: auto (as trained), bfloat16 or float32."""
     if threads:
         torch.set_num_threads(threads)
     if is_hf_model(path):
@@ -40,8 +46,17 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
             raise UpoError(f"unknown MDM option {unknown[0]!r}; valid: {', '.join(HF_OPTIONS)}")
         name = str(path).removeprefix("hf:")
         return HFDenoiser.from_pretrained(name, **(options or {}))
+    options = dict(options or {})
+    dtype = options.pop("dtype", None) or "auto"
     if options:
-        raise UpoError(f"{path}: MDM options are for Hugging Face models only")
+        raise UpoError(
+            f"{path}: option {sorted(options)[0]!r} is for Hugging Face models only "
+            "(upo's own MDM takes dtype)"
+        )
+    if dtype not in TINY_DTYPES:
+        raise UpoError(
+            f"unknown dtype {dtype!r} for upo's own MDM; valid: {', '.join(TINY_DTYPES)}"
+        )
     path = Path(path)
     if not path.is_dir():
         raise UpoError(f"{path}: MDM checkpoint directory not found")
@@ -50,6 +65,8 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     if kind != "tiny":
         raise UpoError(f"{path}: unknown MDM kind {kind!r} (expected 'tiny')")
     model_cfg = from_dict(TinyConfig, cfg_json.get("model", {}), f"{path / 'config.json'}: model")
+    if dtype != "auto":
+        model_cfg.bf16 = dtype == "bfloat16"
     model = TinyMDM(model_cfg)
     load_weights(model, path / "model.safetensors")
     model.freeze_for_inference()
