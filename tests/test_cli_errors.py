@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,8 @@ CASES = [
     ("eval-data-bad-line", lambda f: eval_args(f, data=f["root"] / "bad.jsonl"), ["bad.jsonl: line 1"]),
     ("eval-data-other-size", lambda f: eval_args(f, data="data9"), ["line 1", "81 characters, expected 16"]),
     ("eval-task-unknown", lambda f: eval_args(f, task="chess"), ["unknown task 'chess'"]),
+    ("eval-text-task", lambda f: eval_args(f, task="gsm8k"), ["gsm8k is a text task", "upo.text_decode"]),
+    ("eval-hf-mdm", lambda f: eval_args(f, mdm="hf:some/model"), ["hf:some/model is a Hugging Face MDM", "upo.text_decode"]),
     ("eval-task-not-the-mdms", lambda f: eval_args(f, task="sudoku9", data="data9"), ["task sudoku9 needs"]),
     # upo eval: flags
     ("eval-n-zero", lambda f: (*eval_args(f), "--n", "0"), ["--n must be at least 1"]),
@@ -144,6 +147,7 @@ CASES = [
     ("eval-batch-size-zero", lambda f: (*eval_args(f), "--batch-size", "0"), ["--batch-size"]),
     ("eval-show-item-out-of-range", lambda f: (*eval_args(f), "--show-order", "--show-item", "7"), ["--show-item 7"]),
     ("eval-json-is-a-directory", lambda f: (*eval_args(f), "--json", f["root"]), ["is a directory"]),
+    ("eval-plot-is-a-file", lambda f: (*eval_args(f), "--plot", f["root"] / "a-file"), ["--plot", "a-file", "is a file"]),
     ("eval-n-not-a-number", lambda f: (*eval_args(f), "--n", "two"), ["upo eval", "invalid int value: 'two'"]),
     ("eval-missing-argument", lambda f: ("eval", "--task", "sudoku4"), ["required", "--mdm"]),
     # upo mdm train
@@ -270,7 +274,19 @@ def test_bad_config_is_one_clear_line_and_writes_nothing(files, capsys, tmp_path
     code, err = run(capsys, *group[name], "--config", config, "--out", out)
     assert code == 2, err
     assert_one_error_line(err, [])
-    assert not (out / "model.safetensors").exists()
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+def test_report_to_tensorboard_without_tensorboard_is_one_line_and_creates_nothing(
+    files, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    out = tmp_path / "run"
+    argv = ("policy", "train", "--config", files["upo_yaml"], "--out", out)
+    code, err = run(capsys, *argv, "--report-to", "tensorboard")
+    assert code == 2
+    assert_one_error_line(err, ["tensorboard", "pip install"])
+    assert not out.exists()
 
 
 def tree_digest(root: Path) -> dict[str, str]:

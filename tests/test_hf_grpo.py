@@ -139,3 +139,12 @@ def test_text_eval_compares_rules_and_the_trained_policy(model_dir, tmp_path, ca
     # Without trust_remote_code: one line, exit code 2.
     assert run_text_eval(argv[:4] + argv[5:]) == 2
     assert "trust_remote_code" in capsys.readouterr().err
+    # A results file that cannot be written, and a bad flag: one line each, exit status 2.
+    assert run_text_eval([*argv[:-4], "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a directory" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exited:
+        run_text_eval([*argv, "--bogus"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--bogus" in err and "usage" not in err

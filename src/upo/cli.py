@@ -26,11 +26,11 @@ def cmd_mdm_train(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .io_utils import check_dir_target
 
     if args.n < 1 or args.threads < 1:
         raise UpoError(f"--n and --threads must be at least 1, got {args.n} and {args.threads}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UpoError(f"--out {args.out}: is a file, expected a directory for the report")
+    check_dir_target(args.out, "--out")
 
     return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads)
 
@@ -76,8 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_guarded(args.func, args)
+
+
+def run_guarded(func, args) -> int:
+    """func(args), with every failure turned into one line on stderr and an exit status."""
     try:
-        return args.func(args)
+        return func(args)
     except UpoError as err:
         print(f"upo: error: {err}", file=sys.stderr)
         return 2

@@ -35,14 +35,23 @@ def check_mdm_fits(mdm, task, mdm_path: str) -> None:
 def run_eval(args) -> int:
     from .errors import UpoError
     from .evaluate import evaluate_policy, markdown_table
-    from .io_utils import write_json
-    from .models.registry import load_mdm
+    from .io_utils import check_dir_target, check_file_target, write_json
+    from .models.registry import is_hf_model, load_mdm
     from .policies.resolve import resolve_policy
-    from .tasks.registry import get_task
+    from .tasks.registry import TEXT_TASK_NAMES, get_task
 
     for flag, value in (("--k", args.k), ("--pass-at", args.pass_at), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise UpoError(f"{flag} must be at least 1, got {value}")
+    if args.task in TEXT_TASK_NAMES or is_hf_model(args.mdm):
+        text = args.task in TEXT_TASK_NAMES
+        what = f"{args.task} is a text task" if text else f"{args.mdm} is a Hugging Face MDM"
+        raise UpoError(
+            f"{what}: upo eval runs upo's own MDMs on token tasks; evaluate text tasks on a "
+            "Hugging Face MDM with `python -m upo.text_decode --task TASK --mdm hf:...`"
+        )
+    check_file_target(args.json)
+    check_dir_target(args.plot, "--plot")
     task = get_task(args.task)
     mdm = load_mdm(
         args.mdm, threads=args.threads, options={"dtype": args.dtype} if args.dtype else None

@@ -20,6 +20,18 @@ def usual_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
+def check_file_target(path: str | Path | None) -> None:
+    """Refuse, before any work is done, an output file name that names a directory."""
+    if path is not None and Path(path).is_dir():
+        raise UpoError(f"{path}: is a directory, expected a file name to write")
+
+
+def check_dir_target(path: str | Path | None, flag: str) -> None:
+    """Refuse, before any work is done, an output directory that is an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UpoError(f"{flag} {path}: is a file, expected a directory")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
@@ -28,8 +40,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync, then rename: a reader sees the old
     file or the new one, never a truncated one."""
     path = Path(path)
-    if path.is_dir():
-        raise UpoError(f"{path}: is a directory, expected a file name to write")
+    check_file_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

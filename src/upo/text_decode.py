@@ -148,18 +148,10 @@ def generate(
 
 def run_text_eval(argv: list[str] | None = None) -> int:
     """`python -m upo.text_decode`: `upo eval` for text tasks on a Hugging Face MDM."""
-    import argparse
-    import sys
+    from .cli import _Parser, run_guarded
+    from .tasks.registry import TEXT_TASK_NAMES
 
-    from tqdm import tqdm
-
-    from .evaluate import markdown_table
-    from .io_utils import write_json
-    from .models.registry import load_mdm
-    from .policies.resolve import resolve_policy
-    from .tasks.registry import TEXT_TASK_NAMES, get_task
-
-    p = argparse.ArgumentParser(prog="python -m upo.text_decode", description=run_text_eval.__doc__)
+    p = _Parser(prog="python -m upo.text_decode", description=run_text_eval.__doc__)
     p.add_argument("--task", required=True, choices=TEXT_TASK_NAMES)
     p.add_argument("--mdm", required=True, help="hf:HUB_ID, hf:DIR or a transformers directory")
     p.add_argument("--data", required=True, help="JSONL / JSON / Parquet / CSV, or hf:NAME:SPLIT")
@@ -177,41 +169,51 @@ def run_text_eval(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write results as JSON (the `upo eval --json` format)")
     p.add_argument("--show", type=int, default=0, help="print the first N answers per policy")
-    args = p.parse_args(argv)
-    try:
-        options = {}
-        if args.gen_length is not None:
-            options["gen_length"] = args.gen_length
-        if args.block_length is not None:
-            options["block_length"] = args.block_length or None
-        if args.no_chat:
-            options["chat"] = False
-        mdm_options = {
-            "trust_remote_code": args.trust_remote_code,
-            "dtype": args.dtype,
-            "device": args.device,
-            "mask_id": args.mask_id,
-        }
-        mdm = load_mdm(args.mdm, options=mdm_options)
-        task = get_task(args.task, options).bind(mdm)
-        if (args.n is not None and args.n < 1) or args.batch_size < 1 or args.k < 1:
-            raise UpoError("--n, --batch-size and --k must be at least 1")
-        batch = task.load(args.data, n=args.n)
-        results = []
-        for name in [s.strip() for s in args.policies.split(",") if s.strip()]:
-            policy = resolve_policy(name, mdm)
-            if hasattr(policy, "net"):
-                policy.net.to(mdm.device)
-            with tqdm(total=len(batch), desc=f"eval {policy.name}", file=sys.stderr) as bar:
-                res = evaluate_text(
-                    mdm, task, batch, policy, args.batch_size, args.k, args.seed, bar.update
-                )
-            results.append(res)
-            for text in task.answers(batch, res.outputs)[: args.show]:
-                print(f"--- {policy.name}: {text!r}")
-    except UpoError as err:
-        print(f"upo: error: {err}", file=sys.stderr)
-        return 2
+    return run_guarded(_text_eval, p.parse_args(argv))
+
+
+def _text_eval(args) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from .evaluate import markdown_table
+    from .io_utils import check_file_target, write_json
+    from .models.registry import load_mdm
+    from .policies.resolve import resolve_policy
+    from .tasks.registry import get_task
+
+    check_file_target(args.json)
+    options = {}
+    if args.gen_length is not None:
+        options["gen_length"] = args.gen_length
+    if args.block_length is not None:
+        options["block_length"] = args.block_length or None
+    if args.no_chat:
+        options["chat"] = False
+    mdm_options = {
+        "trust_remote_code": args.trust_remote_code,
+        "dtype": args.dtype,
+        "device": args.device,
+        "mask_id": args.mask_id,
+    }
+    mdm = load_mdm(args.mdm, options=mdm_options)
+    task = get_task(args.task, options).bind(mdm)
+    if (args.n is not None and args.n < 1) or args.batch_size < 1 or args.k < 1:
+        raise UpoError("--n, --batch-size and --k must be at least 1")
+    batch = task.load(args.data, n=args.n)
+    results = []
+    for name in [s.strip() for s in args.policies.split(",") if s.strip()]:
+        policy = resolve_policy(name, mdm)
+        if hasattr(policy, "net"):
+            policy.net.to(mdm.device)
+        with tqdm(total=len(batch), desc=f"eval {policy.name}", file=sys.stderr) as bar:
+            res = evaluate_text(
+                mdm, task, batch, policy, args.batch_size, args.k, args.seed, bar.update
+            )
+        results.append(res)
+        for text in task.answers(batch, res.outputs)[: args.show]:
+            print(f"--- {policy.name}: {text!r}")
     print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}\n")
     print(markdown_table(results))
     if args.json:

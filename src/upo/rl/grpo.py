@@ -370,6 +370,25 @@ def train_upo(
     opt = torch.optim.AdamW(
         net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas)
     )
+    train = load_split(task, cfg.train_data, "training data")
+    if len(train) < cfg.prompts_per_step:
+        raise UpoError(
+            f"{cfg.train_data}: has {len(train)} items, prompts_per_step is {cfg.prompts_per_step}"
+        )
+    val = load_split(task, cfg.val_data, "validation data") if cfg.val_data else None
+    if val is not None and len(val) < cfg.val_n:
+        raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
+    val = val.select(np.arange(cfg.val_n)) if val is not None else None
+    # Everything a run can be refused for is checked before prepare_run_dir creates --out.
+    writer_class = None
+    if report_to == "tensorboard" and dist.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter as writer_class
+        except ImportError:
+            raise UpoError(
+                "--report-to tensorboard needs the tensorboard package "
+                "(pip install tensorboard, or upo's extra: pip install -e '.[tensorboard]')"
+            ) from None
     start = 0
     finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
     if finished is not None:
@@ -385,31 +404,13 @@ def train_upo(
         state, _ = load_train_state(out_dir, opt)
         start = state["step"]
     dist.broadcast_params(net)
-
-    train = load_split(task, cfg.train_data, "training data")
-    if len(train) < cfg.prompts_per_step:
-        raise UpoError(
-            f"{cfg.train_data}: has {len(train)} items, prompts_per_step is {cfg.prompts_per_step}"
-        )
-    val = load_split(task, cfg.val_data, "validation data") if cfg.val_data else None
-    if val is not None and len(val) < cfg.val_n:
-        raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
-    val = val.select(np.arange(cfg.val_n)) if val is not None else None
     fingerprint = mdm.fingerprint()
     log = (
         JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
         if dist.main
         else None
     )
-    writer = None
-    if report_to == "tensorboard" and dist.main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UpoError(
-                "--report-to tensorboard needs the tensorboard package (pip install tensorboard)"
-            ) from None
-        writer = SummaryWriter(str(out_dir / "tensorboard"))
+    writer = writer_class(str(out_dir / "tensorboard")) if writer_class else None
     baseline = None
     if val is not None and dist.main:
         baseline = evaluate_on(mdm, task, val, make_rule("confidence")).solve_rate
