@@ -447,3 +447,16 @@ def test_pretrain_reports_max_confidences_agreement_with_the_reference(files, ca
 
     assert confidence_agreement("confidence") == 1.0
     assert confidence_agreement("left-to-right") < 1.0
+
+
+def test_a_rule_name_wins_over_a_directory_of_that_name(files, tmp_path, monkeypatch):
+    from upo.models.registry import load_mdm
+    from upo.policies.learned import LearnedPolicy
+    from upo.policies.resolve import resolve_policy
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(files["policy"], tmp_path / "confidence")
+    mdm = load_mdm(files["mdm"])
+    assert not isinstance(resolve_policy("confidence", mdm), LearnedPolicy)
+    assert isinstance(resolve_policy("./confidence", mdm), LearnedPolicy)
+    assert isinstance(resolve_policy("./confidence@0.5", mdm), LearnedPolicy)

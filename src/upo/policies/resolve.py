@@ -15,8 +15,8 @@ def resolve_policy(name: str, mdm) -> Policy:
     """A rule name, a policy checkpoint directory (greedy: the highest score), DIR@T: the
     checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`, or the
     trial-decode search `lookahead:K[:GATE[:DEPTH]]` (it needs the MDM, so it is not a plain
-    rule)."""
-    if Path(name).exists():
+    rule). A rule name wins over a directory of the same name; write ./NAME for the directory."""
+    if not _is_rule_name(name) and Path(name).exists():
         return load_learned(name, mdm, None)
     path, at, temperature = name.rpartition("@")
     if at and path and Path(path).exists():
@@ -39,6 +39,12 @@ def resolve_policy(name: str, mdm) -> Policy:
             f"{err}; valid: {', '.join(RULE_NAMES)}, lookahead:K[:GATE[:DEPTH]] or a policy "
             "checkpoint directory"
         ) from None
+
+
+def _is_rule_name(name: str) -> bool:
+    """Spelled like a rule (its parameter may still be bad): `confidence`, `softmax:0.1`, ..."""
+    head = name.split(":")[0]
+    return head in {"lookahead", "topk", "threshold"} | {r.split(":")[0] for r in RULE_NAMES}
 
 
 def load_learned(path: str, mdm, temperature: float | None) -> LearnedPolicy:
