@@ -29,11 +29,11 @@ from ..checkpoint import git_commit
 from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
-from ..models.registry import load_mdm
+from ..models.registry import is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
 from ..policies.resolve import resolve_policy
-from ..tasks.registry import get_task
+from ..tasks.registry import TEXT_TASK_NAMES, get_task
 from .grpo import chunks, load_split
 from .rollout import States, collect
 
@@ -207,6 +207,14 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     out_dir = Path(out_dir)
     if (out_dir / "model.safetensors").exists():
         raise UpoError(f"{out_dir}: already holds a checkpoint; choose another --out")
+    if cfg.task in TEXT_TASK_NAMES or is_hf_model(cfg.mdm):
+        # Pre-training visits states with upo's own batch layout; text prompts and their
+        # blocks are only implemented in the GRPO trainer, whose confidence anchor
+        # (policy: confidence_skip) makes a pre-training stage unnecessary there.
+        raise UpoError(
+            "policy pretrain runs upo's own MDMs on token tasks; for a Hugging Face MDM or a text "
+            "task start `upo policy train` from init: random with policy: confidence_skip"
+        )
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.task)
