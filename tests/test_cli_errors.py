@@ -464,3 +464,14 @@ def test_a_rule_name_wins_over_a_directory_of_that_name(files, tmp_path, monkeyp
     assert not isinstance(resolve_policy("confidence", mdm), LearnedPolicy)
     assert isinstance(resolve_policy("./confidence", mdm), LearnedPolicy)
     assert isinstance(resolve_policy("./confidence@0.5", mdm), LearnedPolicy)
+
+
+def test_two_checkpoints_with_one_folder_name_keep_separate_rows(files, capsys, tmp_path):
+    for run_name in ("a", "b"):
+        shutil.copytree(files["policy"], tmp_path / run_name / "policy")
+    out = tmp_path / "eval.json"
+    policies = f"confidence,{tmp_path / 'a' / 'policy'},{tmp_path / 'b' / 'policy'}"
+    code, err = run(capsys, *eval_args(files, policies=policies), "--json", out)
+    assert code == 0, err
+    names = [r["policy"] for r in json.loads(out.read_text())["results"]]
+    assert names == ["confidence", str(tmp_path / "a" / "policy"), str(tmp_path / "b" / "policy")]

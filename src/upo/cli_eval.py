@@ -61,6 +61,12 @@ def run_eval(args) -> int:
     if not names:
         raise UpoError("--policies is empty")
     policies = [resolve_policy(name, mdm) for name in names]
+    # A checkpoint is shown by its folder name; two folders of one name (runs/a/policy,
+    # runs/b/policy) are shown as given instead, so their rows stay apart.
+    shown = [p.name for p in policies]
+    for policy, given in zip(policies, names):
+        if shown.count(policy.name) > 1 and given != policy.name:
+            policy.name = given
     batch = load_eval_data(task, args.data, args.n, args.skip_invalid)
     if args.batch_size < 1:
         raise UpoError(f"--batch-size must be at least 1, got {args.batch_size}")
