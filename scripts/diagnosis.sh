@@ -11,7 +11,7 @@ mkdir -p runs $X
 pretrain() {  # config, name
   local out=runs/$2
   [ -f "$out/model.safetensors" ] || $UPO policy pretrain --config "$1" --out "$out" --threads 1
-  cp "runs/$2.metrics.jsonl" "$X/$2.metrics.jsonl"
+  cp "runs/$2/metrics.jsonl" "$X/$2.metrics.jsonl"
 }
 pretrain configs/policy-pretrain-correct-sudoku9.yaml pretrain-correct
 pretrain configs/policy-pretrain-correct-pointwise-sudoku9.yaml pretrain-correct-pointwise

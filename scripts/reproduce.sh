@@ -5,12 +5,12 @@ set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PY=${PY:-.venv/bin/python}
 stamp=$(date +%Y%m%d-%H%M%S)
+mkdir -p runs
 for d in checkpoints/sudoku9-mdm checkpoints/sudoku4-mdm checkpoints/sudoku9-policy-pretrained checkpoints/sudoku9-policy \
   checkpoints/addition-mdm checkpoints/addition-policy checkpoints/addition-policy-seed1 checkpoints/zebra-mdm \
   checkpoints/zebra-policy checkpoints/zebra-policy-seed1; do
   [ -d "$d" ] && mv "$d" "runs/replaced-$stamp-$(basename "$d")"
 done
-mkdir -p runs
 $UPO mdm train --config configs/mdm-sudoku9.yaml --out checkpoints/sudoku9-mdm
 $UPO mdm train --config configs/mdm-sudoku4.yaml --out checkpoints/sudoku4-mdm
 bash scripts/make_data.sh

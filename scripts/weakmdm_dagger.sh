@@ -15,7 +15,7 @@ mkdir -p runs $X
 pretrain() {  # config, name
   local out=runs/$2
   [ -f "$out/model.safetensors" ] || $UPO policy pretrain --config "$1" --out "$out"
-  cp "runs/$2.metrics.jsonl" "$X/weakmdm-$2.metrics.jsonl"
+  cp "runs/$2/metrics.jsonl" "$X/weakmdm-$2.metrics.jsonl"
   $UPO eval --task sudoku9 --mdm $MDM --data data/sudoku9-val.jsonl --n 300 \
     --policies "confidence,$out" --json "$X/weakmdm-val-$2.json"
 }

@@ -393,6 +393,11 @@ def pretrain_ok(files, capsys, tmp_path, name: str, **overrides) -> Path:
     yaml = write_yaml(tmp_path / f"{name}.yaml", config)
     code, err = run(capsys, "policy", "pretrain", "--config", yaml, "--out", out)
     assert code == 0, err
+    # the metrics live in the checkpoint directory, one line per epoch, as for the other trainers
+    epochs = [
+        json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == list(range(1, config["epochs"] + 1))
     return out
 
 
