@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -169,7 +170,7 @@ CASES = [
     ("train-init-pretrained-without-path", lambda f: ("policy", "train", "--config", f["upo_yaml"], "--out", f["root"] / "u4", "--init", "pretrained"), ["pretrained"]),
     ("train-resume-nothing", lambda f: ("policy", "train", "--config", f["upo_yaml"], "--out", f["root"] / "u5", "--resume"), ["nothing to resume"]),
     ("train-out-holds-checkpoint", lambda f: ("policy", "train", "--config", f["upo_yaml"], "--out", f["policy"]), ["already holds a checkpoint"]),
-    ("train-report-to-unknown", lambda f: ("policy", "train", "--config", f["upo_yaml"], "--out", f["root"] / "u6", "--report-to", "wandb"), ["invalid choice: 'wandb'"]),
+    ("train-report-to-unknown", lambda f: ("policy", "train", "--config", f["upo_yaml"], "--out", f["root"] / "u6", "--report-to", "mlflow"), ["invalid choice: 'mlflow'"]),
     # upo demo
     ("demo-n-zero", lambda f: ("demo", "--n", "0"), ["--n and --threads must be at least 1"]),
     ("demo-threads-zero", lambda f: ("demo", "--threads", "0"), ["--n and --threads must be at least 1"]),
@@ -281,16 +282,68 @@ def test_bad_config_is_one_clear_line_and_writes_nothing(files, capsys, tmp_path
     assert not out.exists(), sorted(p.name for p in out.iterdir())
 
 
-def test_report_to_tensorboard_without_tensorboard_is_one_line_and_creates_nothing(
-    files, capsys, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    "backend, module", [("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")]
+)
+def test_report_to_without_its_package_is_one_line_and_creates_nothing(
+    files, capsys, tmp_path, monkeypatch, backend, module
 ):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    monkeypatch.setitem(sys.modules, module, None)  # import fails
     out = tmp_path / "run"
     argv = ("policy", "train", "--config", files["upo_yaml"], "--out", out)
-    code, err = run(capsys, *argv, "--report-to", "tensorboard")
+    code, err = run(capsys, *argv, "--report-to", backend)
     assert code == 2
-    assert_one_error_line(err, ["tensorboard", "pip install"])
+    assert_one_error_line(err, [backend, "pip install"])
     assert not out.exists()
+
+
+class FakeBackends:
+    """Stand-ins for tensorboard's SummaryWriter and the wandb module that record their calls."""
+
+    def __init__(self):
+        self.calls = []
+        self.tensorboard = types.SimpleNamespace(SummaryWriter=self.writer)
+        self.wandb = types.SimpleNamespace(init=self.init)
+
+    def writer(self, logdir):
+        self.calls.append(("writer", logdir))
+        return types.SimpleNamespace(
+            add_scalar=lambda key, value, step: self.calls.append(("scalar", key, value, step)),
+            close=lambda: self.calls.append(("close",)),
+        )
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+        return types.SimpleNamespace(
+            log=lambda data, step: self.calls.append(("log", data, step)),
+            finish=lambda: self.calls.append(("finish",)),
+        )
+
+
+@pytest.mark.parametrize("backend", ["tensorboard", "wandb"])
+def test_report_to_mirrors_every_step_of_metrics_jsonl(
+    files, capsys, tmp_path, monkeypatch, backend
+):
+    fake = FakeBackends()
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake.tensorboard)
+    monkeypatch.setitem(sys.modules, "wandb", fake.wandb)
+    out = tmp_path / "run"
+    argv = ("policy", "train", "--config", files["upo_yaml"], "--out", out, "--report-to", backend)
+    code, err = run(capsys, *argv)
+    assert code == 0, err
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    if backend == "tensorboard":
+        assert fake.calls[0] == ("writer", str(out / "tensorboard"))
+        seen = {(key, step): value for _, key, value, step in fake.calls[1:-1]}
+    else:
+        _, init = fake.calls[0]
+        assert init["dir"] == str(out) and init["config"]["reference"] == "softmax:0.5"
+        seen = {(k, step): v for _, data, step in fake.calls[1:-1] for k, v in data.items()}
+    assert fake.calls[-1] in {("close",), ("finish",)}
+    assert {step for _, step in seen} == {r["step"] for r in logged} == {1, 2}
+    for record in logged:
+        assert seen[("reward_mean", record["step"])] == pytest.approx(record["reward_mean"])
+        assert ("step", record["step"]) not in seen
 
 
 def tree_digest(root: Path) -> dict[str, str]:

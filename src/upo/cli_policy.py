@@ -64,5 +64,11 @@ def register(sub) -> None:
     t.add_argument("--steps", type=int)
     t.add_argument("--threads", type=int)
     t.add_argument("--resume", action="store_true")
-    t.add_argument("--report-to", choices=["tensorboard", "none"], default=None)
+    t.add_argument(
+        "--report-to",
+        choices=["tensorboard", "wandb", "none"],
+        default=None,
+        help="also mirror each step's metrics to TensorBoard (DIR/tensorboard) or Weights & "
+        "Biases; needs that package installed",
+    )
     t.set_defaults(func=cmd_train)

@@ -41,6 +41,7 @@ from ..policies.learned import (
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
 from .references import Reference, make_reference
+from .reporting import reporter_opener
 from .rollout import States, collect
 
 
@@ -380,15 +381,7 @@ def train_upo(
         raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
     val = val.select(np.arange(cfg.val_n)) if val is not None else None
     # Everything a run can be refused for is checked before prepare_run_dir creates --out.
-    writer_class = None
-    if report_to == "tensorboard" and dist.main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter as writer_class
-        except ImportError:
-            raise UpoError(
-                "--report-to tensorboard needs the tensorboard package "
-                "(pip install tensorboard, or upo's extra: pip install -e '.[tensorboard]')"
-            ) from None
+    open_reporter = reporter_opener(report_to) if dist.main else None
     start = 0
     finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
     if finished is not None:
@@ -410,7 +403,7 @@ def train_upo(
         if dist.main
         else None
     )
-    writer = writer_class(str(out_dir / "tensorboard")) if writer_class else None
+    reporter = open_reporter(out_dir, to_dict(cfg)) if open_reporter else None
     baseline = None
     if val is not None and dist.main:
         baseline = evaluate_on(mdm, task, val, make_rule("confidence")).solve_rate
@@ -523,10 +516,8 @@ def train_upo(
             bar.write(f"step {done}: val solve {res.solve_rate:.3f} (confidence {baseline:.3f})")
         if dist.main:
             log.write(record)
-            if writer is not None:
-                for key, value in record.items():
-                    if isinstance(value, int | float) and value is not None:
-                        writer.add_scalar(key, value, done)
+            if reporter is not None:
+                reporter.log(record, done)
             bar.set_postfix(
                 r=f"{record['reward_mean']:.3f}",
                 solved=f"{record['solved_mean']:.2f}",
@@ -541,6 +532,6 @@ def train_upo(
     checkpoint(cfg.steps, complete=True)
     dist.barrier()
     dist.close()
-    if writer is not None:
-        writer.close()
+    if reporter is not None:
+        reporter.close()
     return read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
