@@ -136,8 +136,9 @@ CASES = [
     ("eval-data-bad-line", lambda f: eval_args(f, data=f["root"] / "bad.jsonl"), ["bad.jsonl: line 1"]),
     ("eval-data-other-size", lambda f: eval_args(f, data="data9"), ["line 1", "81 characters, expected 16"]),
     ("eval-task-unknown", lambda f: eval_args(f, task="chess"), ["unknown task 'chess'"]),
-    ("eval-text-task", lambda f: eval_args(f, task="gsm8k"), ["gsm8k is a text task", "upo.text_decode"]),
-    ("eval-hf-mdm", lambda f: eval_args(f, mdm="hf:some/model"), ["hf:some/model is a Hugging Face MDM", "upo.text_decode"]),
+    ("eval-text-task-own-mdm", lambda f: eval_args(f, task="gsm8k"), ["gsm8k is a text task", "needs a Hugging Face MDM"]),
+    ("eval-hf-mdm-token-task", lambda f: eval_args(f, mdm="hf:some/model"), ["hf:some/model is a Hugging Face MDM", "sudoku4 is a token task"]),
+    ("eval-text-flag-token-task", lambda f: (*eval_args(f), "--gen-length", "8"), ["--gen-length is for text tasks"]),
     ("eval-task-not-the-mdms", lambda f: eval_args(f, task="sudoku9", data="data9"), ["task sudoku9 needs"]),
     # upo eval: flags
     ("eval-n-zero", lambda f: (*eval_args(f), "--n", "0"), ["--n must be at least 1"]),

@@ -139,6 +139,21 @@ def test_text_eval_compares_rules_and_the_trained_policy(model_dir, tmp_path, ca
     # Without trust_remote_code: one line, exit code 2.
     assert run_text_eval(argv[:4] + argv[5:]) == 2
     assert "trust_remote_code" in capsys.readouterr().err
+    # `upo eval` takes the same flags for a text task and gives the same results.
+    via_upo = tmp_path / "upo-eval.json"
+    assert main(["eval", *argv[:-4], "--json", str(via_upo), "--batch-size", "8"]) == 0
+    timing = ("seconds", "items_per_s")
+
+    def untimed(path):
+        return [
+            {k: v for k, v in r.items() if k not in timing}
+            for r in json.loads(path.read_text())["results"]
+        ]
+
+    assert untimed(via_upo) == untimed(out)
+    for flag in (["--pass-at", "2"], ["--show-order"]):
+        assert main(["eval", *argv, *flag]) == 2
+        assert "not available for text tasks" in capsys.readouterr().err
     # A results file that cannot be written, and a bad flag: one line each, exit status 2.
     assert run_text_eval([*argv[:-4], "--json", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -8,6 +8,27 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+# The flags only text tasks on a Hugging Face MDM take (shared with python -m upo.text_decode).
+HF_FLAGS = (
+    "trust_remote_code",
+    "device",
+    "mask_id",
+    "gen_length",
+    "block_length",
+    "no_chat",
+    "show",
+)
+
+
+def add_hf_arguments(p) -> None:
+    p.add_argument("--trust-remote-code", action="store_true", help="needed by LLaDA and Dream")
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    p.add_argument("--mask-id", type=int)
+    p.add_argument("--gen-length", type=int)
+    p.add_argument("--block-length", type=int, help="0 = one block")
+    p.add_argument("--no-chat", action="store_true", help="do not use the chat template")
+    p.add_argument("--show", type=int, default=0, help="print the first N answers per policy")
+
 
 def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
     from .errors import UpoError
@@ -43,13 +64,18 @@ def run_eval(args) -> int:
     for flag, value in (("--k", args.k), ("--pass-at", args.pass_at), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise UpoError(f"{flag} must be at least 1, got {value}")
-    if args.task in TEXT_TASK_NAMES or is_hf_model(args.mdm):
-        text = args.task in TEXT_TASK_NAMES
-        what = f"{args.task} is a text task" if text else f"{args.mdm} is a Hugging Face MDM"
+    if args.task in TEXT_TASK_NAMES:
+        return run_text_task_eval(args)
+    if is_hf_model(args.mdm):
         raise UpoError(
-            f"{what}: upo eval runs upo's own MDMs on token tasks; evaluate text tasks on a "
-            "Hugging Face MDM with `python -m upo.text_decode --task TASK --mdm hf:...`"
+            f"{args.mdm} is a Hugging Face MDM, and {args.task} is a token task for upo's own "
+            f"MDMs; Hugging Face MDMs decode the text tasks ({', '.join(TEXT_TASK_NAMES)})"
         )
+    given = [f"--{f.replace('_', '-')}" for f in HF_FLAGS if getattr(args, f)]
+    if given:
+        raise UpoError(f"{given[0]} is for text tasks ({', '.join(TEXT_TASK_NAMES)})")
+    if args.batch_size is None:
+        args.batch_size = 64
     check_file_target(args.json)
     check_dir_target(args.plot, "--plot")
     task = get_task(args.task)
@@ -153,11 +179,46 @@ def run_eval(args) -> int:
     return 0
 
 
+def run_text_task_eval(args) -> int:
+    """`upo eval` on a text task: the Hugging Face MDM path of upo.text_decode."""
+    from .errors import UpoError
+    from .models.registry import is_hf_model
+    from .text_decode import text_eval
+
+    if not is_hf_model(args.mdm):
+        raise UpoError(
+            f"{args.task} is a text task: it needs a Hugging Face MDM (--mdm hf:HUB_ID or hf:DIR)"
+        )
+    for flag, unused in (
+        ("--pass-at", args.pass_at != 1),
+        ("--plot", args.plot),
+        ("--show-order", args.show_order),
+        ("--skip-invalid", args.skip_invalid),
+    ):
+        if unused:
+            raise UpoError(f"{flag} is not available for text tasks")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.batch_size is None:
+        args.batch_size = 8  # sequences of prompt + answer on a large model
+    return text_eval(args)
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate unmasking policies")
     p.add_argument("--task", required=True)
-    p.add_argument("--mdm", required=True, help="MDM checkpoint directory")
-    p.add_argument("--data", required=True, help="puzzles (JSONL, CSV or plain text)")
+    p.add_argument(
+        "--mdm",
+        required=True,
+        help="MDM checkpoint directory; for text tasks a Hugging Face MDM (hf:HUB_ID or hf:DIR)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="puzzles (JSONL, CSV or plain text); text tasks: JSONL / JSON / Parquet / CSV",
+    )
     p.add_argument(
         "--policies",
         default="random,confidence,margin,entropy",
@@ -166,7 +227,7 @@ def register(sub) -> None:
         "directory, or DIR@T to sample it at temperature T",
     )
     p.add_argument("--n", type=int, help="evaluate only the first N items")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="default: 64, or 8 for text tasks")
     p.add_argument("--k", type=int, default=1, help="positions revealed per step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -186,4 +247,5 @@ def register(sub) -> None:
     p.add_argument("--show-order", action="store_true", help="print the fill order of one item")
     p.add_argument("--show-item", type=int, default=0)
     p.add_argument("--skip-invalid", action="store_true")
+    add_hf_arguments(p.add_argument_group("text tasks on a Hugging Face MDM"))
     p.set_defaults(func=run_eval)

@@ -147,8 +147,10 @@ def generate(
 
 
 def run_text_eval(argv: list[str] | None = None) -> int:
-    """`python -m upo.text_decode`: `upo eval` for text tasks on a Hugging Face MDM."""
+    """`python -m upo.text_decode`: `upo eval` for text tasks on a Hugging Face MDM (which
+    `upo eval --task TEXT_TASK --mdm hf:...` also runs)."""
     from .cli import _Parser, run_guarded
+    from .cli_eval import add_hf_arguments
     from .tasks.registry import TEXT_TASK_NAMES
 
     p = _Parser(prog="python -m upo.text_decode", description=run_text_eval.__doc__)
@@ -156,23 +158,18 @@ def run_text_eval(argv: list[str] | None = None) -> int:
     p.add_argument("--mdm", required=True, help="hf:HUB_ID, hf:DIR or a transformers directory")
     p.add_argument("--data", required=True, help="JSONL / JSON / Parquet / CSV, or hf:NAME:SPLIT")
     p.add_argument("--policies", default="confidence,random")
-    p.add_argument("--trust-remote-code", action="store_true", help="needed by LLaDA and Dream")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--mask-id", type=int)
-    p.add_argument("--gen-length", type=int)
-    p.add_argument("--block-length", type=int, help="0 = one block")
-    p.add_argument("--no-chat", action="store_true", help="do not use the chat template")
     p.add_argument("--k", type=int, default=1, help="positions revealed per step")
     p.add_argument("--n", type=int)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write results as JSON (the `upo eval --json` format)")
-    p.add_argument("--show", type=int, default=0, help="print the first N answers per policy")
-    return run_guarded(_text_eval, p.parse_args(argv))
+    add_hf_arguments(p)
+    return run_guarded(text_eval, p.parse_args(argv))
 
 
-def _text_eval(args) -> int:
+def text_eval(args) -> int:
+    """Evaluate policies on a text task; `args` holds the flags of `run_text_eval`."""
     import sys
 
     from tqdm import tqdm
@@ -193,8 +190,8 @@ def _text_eval(args) -> int:
         options["chat"] = False
     mdm_options = {
         "trust_remote_code": args.trust_remote_code,
-        "dtype": args.dtype,
-        "device": args.device,
+        "dtype": args.dtype or "auto",
+        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "mask_id": args.mask_id,
     }
     mdm = load_mdm(args.mdm, options=mdm_options)
