@@ -71,6 +71,8 @@ def run_eval(args) -> int:
             f"{args.mdm} is a Hugging Face MDM, and {args.task} is a token task for upo's own "
             f"MDMs; Hugging Face MDMs decode the text tasks ({', '.join(TEXT_TASK_NAMES)})"
         )
+    if args.resume and not args.json:
+        raise UpoError("--resume needs --json: the finished batches are kept beside that file")
     given = [f"--{f.replace('_', '-')}" for f in HF_FLAGS if getattr(args, f)]
     if given:
         raise UpoError(f"{given[0]} is for text tasks ({', '.join(TEXT_TASK_NAMES)})")
@@ -98,8 +100,9 @@ def run_eval(args) -> int:
         raise UpoError(f"--batch-size must be at least 1, got {args.batch_size}")
     if (args.show_order or args.plot) and not 0 <= args.show_item < len(batch):
         raise UpoError(f"--show-item {args.show_item}: there are {len(batch)} items (0-based)")
+    store = open_progress(args, mdm, names) if args.json else None
     results = []
-    for policy in policies:
+    for index, policy in enumerate(policies):
         runs = len(batch) * (args.pass_at if args.pass_at > 1 and not policy.deterministic else 1)
         with tqdm(total=runs, desc=f"eval {policy.name}", file=sys.stderr) as bar:
             n_samples = args.pass_at if not policy.deterministic else 1
@@ -113,6 +116,8 @@ def run_eval(args) -> int:
                 seed=args.seed,
                 pass_at=n_samples,
                 progress=bar.update,
+                store=store,
+                store_key=f"p{index}",
             )
         results.append(res)
     print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}\n")
@@ -151,6 +156,7 @@ def run_eval(args) -> int:
                 "results": summaries,
             },
         )
+        store.finish()  # the results are safe in --json now
         print(f"\nwrote {args.json}", file=sys.stderr)
     side = getattr(getattr(task, "spec", None), "n", None)  # grid side, None for sequences
     if args.plot:
@@ -179,6 +185,32 @@ def run_eval(args) -> int:
     return 0
 
 
+def open_progress(args, mdm, names: list[str]):
+    """The store of finished batches beside --json (see upo.eval_progress), keyed by everything
+    the results depend on, so that --resume can only continue the same evaluation."""
+    from .eval_progress import EvalProgress, file_digest
+
+    def weights_digest(name: str) -> str | None:
+        path = Path(name.rpartition("@")[0] or name) / "model.safetensors"
+        return file_digest(path) if path.is_file() else None
+
+    settings = {
+        "task": args.task,
+        "mdm": mdm.fingerprint(),
+        "dtype": args.dtype or "auto",
+        "data": file_digest(args.data),
+        "n": args.n,
+        "skip_invalid": args.skip_invalid,
+        "batch_size": args.batch_size,
+        "k": args.k,
+        "seed": args.seed,
+        "pass_at": args.pass_at,
+        "policies": names,
+        "policy_weights": [weights_digest(name) for name in names],
+    }
+    return EvalProgress(f"{args.json}.partial", settings, args.resume)
+
+
 def run_text_task_eval(args) -> int:
     """`upo eval` on a text task: the Hugging Face MDM path of upo.text_decode."""
     from .errors import UpoError
@@ -194,6 +226,7 @@ def run_text_task_eval(args) -> int:
         ("--plot", args.plot),
         ("--show-order", args.show_order),
         ("--skip-invalid", args.skip_invalid),
+        ("--resume", args.resume),
     ):
         if unused:
             raise UpoError(f"{flag} is not available for text tasks")
@@ -242,7 +275,15 @@ def register(sub) -> None:
         default=1,
         help="N samples per item for stochastic policies: pass@1..N and the likeliest of N",
     )
-    p.add_argument("--json", help="write results as JSON")
+    p.add_argument(
+        "--json",
+        help="write results as JSON; until then the finished batches are kept in JSON.partial/",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted evaluation with the same flags from JSON.partial/",
+    )
     p.add_argument("--plot", help="directory for PNG figures")
     p.add_argument("--show-order", action="store_true", help="print the fill order of one item")
     p.add_argument("--show-item", type=int, default=0)

@@ -75,29 +75,40 @@ def decode_in_batches(
     token_temperature: float = 0.0,
     progress=None,
     block_size: int | None = None,
+    store=None,
+    store_key: str = "",
 ):
     """Decode every item, `batch_size` at a time, on the MDM's device with a generator there (on
     a GPU nothing crosses to the CPU until the final tokens). Returns (outputs, order, nfe,
-    token_loglik) as numpy arrays (see `Trajectory`)."""
+    token_loglik) as numpy arrays (see `Trajectory`). With `store` (an EvalProgress), batches
+    finished by an earlier, interrupted run are taken from it and new ones are added to it."""
     device = getattr(mdm, "device", torch.device("cpu"))
     gen = torch.Generator(device=device).manual_seed(seed)
     outs, orders, nfes, logliks = [], [], [], []
     for start in range(0, len(batch), batch_size):
         part = batch.select(np.arange(start, min(start + batch_size, len(batch))))
-        traj = unmask(
-            mdm,
-            torch.from_numpy(part.tokens).to(device),
-            policy,
-            attention_mask=torch.from_numpy(part.attention_mask).to(device),
-            k=k,
-            token_temperature=token_temperature,
-            block_size=block_size,
-            generator=gen,
-        )
-        outs.append(traj.tokens.cpu().numpy())
-        orders.append(traj.order.cpu().numpy())
-        nfes.append(traj.nfe.cpu().numpy())
-        logliks.append(traj.token_loglik.cpu().numpy())
+
+        def run_batch(part=part):
+            traj = unmask(
+                mdm,
+                torch.from_numpy(part.tokens).to(device),
+                policy,
+                attention_mask=torch.from_numpy(part.attention_mask).to(device),
+                k=k,
+                token_temperature=token_temperature,
+                block_size=block_size,
+                generator=gen,
+            )
+            return tuple(
+                x.cpu().numpy() for x in (traj.tokens, traj.order, traj.nfe, traj.token_loglik)
+            )
+
+        if store is None:
+            arrays = run_batch()
+        else:
+            arrays = store.decode(f"{store_key}b{start}", gen, run_batch)
+        for kept, array in zip((outs, orders, nfes, logliks), arrays):
+            kept.append(array)
         if progress is not None:
             progress(len(part))
     return tuple(np.concatenate(x) for x in (outs, orders, nfes, logliks))
@@ -128,15 +139,22 @@ def evaluate_policy(
     seed: int = 0,
     pass_at: int = 1,
     progress=None,
+    store=None,
+    store_key: str = "",
 ) -> PolicyResult:
     """Solve rate etc. of `policy`'s decodes (the first sample, seed `seed`). With pass_at = N > 1
     it decodes N samples per item (seeds seed..seed+N-1) and also reports pass@1..N and the solve
-    rate of the sample the MDM finds likeliest."""
+    rate of the sample the MDM finds likeliest. `store`: see decode_in_batches (each sample's
+    batches are filed under store_key + its number); seconds include the reused batches'."""
     start = time.perf_counter()
+    reused_before = store.seconds_reused if store is not None else 0.0
     outputs, order, nfe, loglik = decode_in_batches(
-        mdm, batch, policy, batch_size, k, seed, progress=progress
-    )
+        mdm, batch, policy, batch_size, k, seed, progress=progress, store=store,
+        store_key=f"{store_key}s0",
+    )  # fmt: skip
     seconds = time.perf_counter() - start
+    if store is not None:
+        seconds += store.seconds_reused - reused_before
     solved = task.solved(batch, outputs)
     cell = task.cell_acc(batch, outputs)
     result = policy_result(policy.name, solved, cell, outputs, order, nfe, seconds)
@@ -144,8 +162,9 @@ def evaluate_policy(
         samples, logliks = [solved], [loglik]
         for extra in range(1, pass_at):
             o, _, _, ll = decode_in_batches(
-                mdm, batch, policy, batch_size, k, seed + extra, progress=progress
-            )
+                mdm, batch, policy, batch_size, k, seed + extra, progress=progress, store=store,
+                store_key=f"{store_key}s{extra}",
+            )  # fmt: skip
             samples.append(task.solved(batch, o))
             logliks.append(ll)
         solved_by_sample = np.stack(samples, 1)
