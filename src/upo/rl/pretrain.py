@@ -208,9 +208,10 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     if (out_dir / "model.safetensors").exists():
         raise UpoError(f"{out_dir}: already holds a checkpoint; choose another --out")
     if cfg.task in TEXT_TASK_NAMES or is_hf_model(cfg.mdm):
-        # Pre-training visits states with upo's own batch layout; text prompts and their
-        # blocks are only implemented in the GRPO trainer, whose confidence anchor
-        # (policy: confidence_skip) makes a pre-training stage unnecessary there.
+        # Pre-training keeps the features of every visited state in memory: for a 4096-wide
+        # LLM over hundreds of positions and steps per prompt that is hundreds of GB. GRPO keeps
+        # only one step's rollouts, and its confidence anchor (policy: confidence_skip) starts
+        # the policy at max-confidence without a pre-training stage.
         raise UpoError(
             "policy pretrain runs upo's own MDMs on token tasks; for a Hugging Face MDM or a text "
             "task start `upo policy train` from init: random with policy: confidence_skip"
