@@ -224,6 +224,7 @@ def test_one_clear_line_and_exit_2(files, capsys, argv, fragments):
             lambda f: pretrain_config(f["other_mdm"], f["data"], decode_with=str(f["policy"])),
         ),
         ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], task="gsm8k")),
+        ("pretrain", lambda f: pretrain_config(f["mdm"], f["data"], mdm_options={"dtype": "int8"})),
         ("pretrain", lambda f: {**pretrain_config(f["mdm"], f["data"]), "mdm": "hf:some/model"}),
         ("train", lambda f: upo_config(f["mdm"], f["data"], lr=-1.0)),
         ("train", lambda f: upo_config(f["mdm"], f["data"], adam_betas=[0.9])),
@@ -257,6 +258,7 @@ def test_one_clear_line_and_exit_2(files, capsys, argv, fragments):
         "pre-decode-with-missing-policy",
         "pre-decode-with-policy-of-other-mdm",
         "pre-text-task",
+        "pre-mdm-dtype",
         "pre-hf-mdm",
         "upo-negative-lr",
         "upo-betas",
@@ -534,3 +536,22 @@ def test_two_checkpoints_with_one_folder_name_keep_separate_rows(files, capsys, 
     assert code == 0, err
     names = [r["policy"] for r in json.loads(out.read_text())["results"]]
     assert names == ["confidence", str(tmp_path / "a" / "policy"), str(tmp_path / "b" / "policy")]
+
+
+@pytest.mark.parametrize("dtype, bf16", [("float32", False), ("bfloat16", True)])
+def test_pretrain_runs_the_mdm_in_the_dtype_asked_for(
+    files, capsys, tmp_path, monkeypatch, dtype, bf16
+):
+    import upo.rl.pretrain
+
+    real, loaded = upo.rl.pretrain.load_mdm, []
+
+    def spy(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(upo.rl.pretrain, "load_mdm", spy)
+    out = pretrain_ok(files, capsys, tmp_path, "pre-" + dtype, mdm_options={"dtype": dtype})
+    assert [m.cfg.bf16 for m in loaded] == [bf16]
+    saved = json.loads((out / "config.json").read_text())["train"]["mdm_options"]
+    assert saved == {"dtype": dtype}

@@ -42,6 +42,7 @@ from .rollout import States, collect
 class PretrainConfig:
     task: str = "sudoku9"
     mdm: str = "checkpoints/sudoku9-mdm"
+    mdm_options: dict = field(default_factory=dict)  # upo's own MDM: {dtype: float32}, say
     train_data: str = "data/sudoku9-train.jsonl"
     # a hand rule, the trial-decode search lookahead:K[:GATE[:DEPTH]], or a policy checkpoint of
     # this MDM; its distribution is the target
@@ -219,7 +220,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.task)
-    mdm = load_mdm(cfg.mdm)
+    mdm = load_mdm(cfg.mdm, options=cfg.mdm_options or None)
     if getattr(mdm, "task", None) not in (None, cfg.task):
         raise UpoError(f"{cfg.mdm}: MDM was trained for task {mdm.task}, this run is {cfg.task}")
     data = load_split(task, cfg.train_data, "training data")
