@@ -46,23 +46,26 @@ class ViewAverage:
     identity view's, unused by max-confidence)."""
 
     def __init__(self, mdm, views):
-        self.mdm, self.views = mdm, views
+        self.mdm = mdm
         self.mask_id, self.vocab_size, self.feature_dim = (
             mdm.mask_id,
             mdm.vocab_size,
             mdm.feature_dim,
         )
+        # per view: (positions, token relabelling over the whole vocabulary, inverse positions)
+        self.views = []
+        for positions, digits in views:
+            relabel = torch.arange(self.vocab_size)  # the mask token maps to itself
+            relabel[: len(digits)] = digits
+            self.views.append((positions, relabel, torch.argsort(positions)))
 
     def fingerprint(self) -> str:
         return self.mdm.fingerprint()
 
     def forward(self, tokens, attention_mask):
         logps, features = [], None
-        for positions, digits in self.views:
-            relabel = torch.arange(self.vocab_size)  # the mask token maps to itself
-            relabel[: len(digits)] = digits
+        for positions, relabel, back in self.views:
             logits, feats = self.mdm.forward(relabel[tokens[:, positions]], attention_mask)
-            back = torch.argsort(positions)
             # original digit d is the view's digit relabel[d]
             logps.append(torch.log_softmax(logits[:, back][..., relabel].float(), dim=-1))
             features = feats[:, back] if features is None else features

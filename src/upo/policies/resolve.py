@@ -44,7 +44,8 @@ def resolve_policy(name: str, mdm) -> Policy:
 def _is_rule_name(name: str) -> bool:
     """Spelled like a rule (its parameter may still be bad): `confidence`, `softmax:0.1`, ..."""
     head = name.split(":")[0]
-    return head in {"lookahead", "topk", "threshold"} | {r.split(":")[0] for r in RULE_NAMES}
+    # RULE_NAMES, plus the search and make_rule's alias topk for topk-random
+    return head in {"lookahead", "topk"} | {r.split(":")[0] for r in RULE_NAMES}
 
 
 def load_learned(path: str, mdm, temperature: float | None) -> LearnedPolicy:
