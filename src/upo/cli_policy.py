@@ -11,7 +11,7 @@ def cmd_pretrain(args) -> int:
     from .rl.pretrain import PretrainConfig, pretrain_policy
 
     cfg = load_config(PretrainConfig, args.config, {"seed": args.seed, "threads": args.threads})
-    meta = pretrain_policy(cfg, args.out, command=_command_line())
+    meta = pretrain_policy(cfg, args.out, resume=args.resume, command=_command_line())
     print(
         f"wrote {args.out}: held-out agreement with {meta['pretrained_on']} {meta['held_out_agreement']:.3f}"
     )
@@ -50,6 +50,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: visited states and finished epochs are kept",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     t = psub.add_parser("train", help="UPO: KL-regularised GRPO against a reference rule")

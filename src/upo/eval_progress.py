@@ -11,19 +11,16 @@ beside them, and a resume with other settings is refused. The folder goes once O
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .checkpoint import read_json
 from .errors import UpoError
 from .io_utils import write_json
+from .stored_chunks import stored_or_computed
 
 ARRAYS = ("outputs", "order", "nfe", "loglik")
 
@@ -63,27 +60,15 @@ class EvalProgress:
     def decode(self, key: str, generator: torch.Generator, run_batch) -> tuple:
         """The arrays of batch `key`: stored ones (and the generator set to where that batch
         left it), or run_batch()'s, which are then stored."""
+
+        def compute() -> dict[str, torch.Tensor]:
+            arrays = run_batch()
+            return {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in zip(ARRAYS, arrays)}
+
         path = self.folder / f"{key}.safetensors"
-        if path.is_file():
-            try:
-                stored = load_file(str(path))
-            except (SafetensorError, OSError):
-                stored = None  # a batch file cut short by a kill: decode the batch again
-            if stored is not None:
-                generator.set_state(stored["generator_state"].to(generator.get_state().device))
-                self.seconds_reused += float(stored["seconds"])
-                return tuple(stored[name].numpy() for name in ARRAYS)
-        start = time.perf_counter()
-        arrays = run_batch()
-        tensors = {
-            name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in zip(ARRAYS, arrays)
-        }
-        tensors["generator_state"] = generator.get_state().cpu()
-        tensors["seconds"] = torch.tensor(time.perf_counter() - start, dtype=torch.float64)
-        tmp = self.folder / f".{key}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)  # a kill leaves the batch whole or absent
-        return arrays
+        tensors, reused = stored_or_computed(path, generator, compute)
+        self.seconds_reused += reused
+        return tuple(tensors[name].numpy() for name in ARRAYS)
 
     def finish(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -15,6 +15,7 @@ beside the same figure for the reference.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,17 +26,27 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import git_commit
+from ..checkpoint import (
+    git_commit,
+    load_train_state,
+    load_weights,
+    prepare_run_dir,
+    read_json,
+)
 from ..config import from_dict, to_dict
 from ..errors import UpoError
-from ..io_utils import JsonlLog
+from ..eval_progress import file_digest
+from ..io_utils import JsonlLog, write_json
 from ..models.registry import is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
 from ..policies.resolve import resolve_policy
+from ..stored_chunks import stored_or_computed
 from ..tasks.registry import TEXT_TASK_NAMES, get_task
 from .grpo import chunks, load_split
 from .rollout import States, collect
+
+VISITED = "visited"  # folder in OUT holding the visited states until the run is complete
 
 
 @dataclass
@@ -96,30 +107,42 @@ def visit_states(
     answers: np.ndarray | None = None,
     only_informative: bool = False,
     certain_above: float | None = None,
+    store_prefix: Path | None = None,
 ) -> States:
     """States visited while `decode_rule` decodes `tokens`. With `certain_above` (the policy's
-    gate) only the decisions are kept: at a gated state the network is never asked."""
+    gate) only the decisions are kept: at a gated state the network is never asked. With
+    `store_prefix`, each chunk of 128 puzzles is kept in STORE_PREFIX-cNNNN.safetensors and taken
+    from there when a resumed run finds it."""
     gen = torch.Generator().manual_seed(seed)
     parts = []
-    for idx in chunks(len(tokens), 128):
+    for c, idx in enumerate(chunks(len(tokens), 128)):
         rows = idx.numpy()
-        _, states = collect(
-            mdm,
-            torch.from_numpy(tokens[rows]),
-            decode_rule,
-            reference,
-            None,
-            gen,
-            keep_ref_dist=True,
-            answers=None if answers is None else torch.from_numpy(answers[rows]),
-            certain_above=certain_above,
-        )
-        if certain_above is not None:
-            states = states.take(is_decision(states.inputs))
-        if answers is not None:
-            keep = informative(states) if only_informative else states.correct.any(1)
-            states = states.take(keep)
-        parts.append(states)
+
+        def visit_chunk(rows=rows) -> dict[str, torch.Tensor]:
+            _, states = collect(
+                mdm,
+                torch.from_numpy(tokens[rows]),
+                decode_rule,
+                reference,
+                None,
+                gen,
+                keep_ref_dist=True,
+                answers=None if answers is None else torch.from_numpy(answers[rows]),
+                certain_above=certain_above,
+            )
+            if certain_above is not None:
+                states = states.take(is_decision(states.inputs))
+            if answers is not None:
+                keep = informative(states) if only_informative else states.correct.any(1)
+                states = states.take(keep)
+            return states.to_tensors()
+
+        if store_prefix is None:
+            tensors = visit_chunk()
+        else:
+            path = store_prefix.with_name(f"{store_prefix.name}-c{c:04d}.safetensors")
+            tensors, _ = stored_or_computed(path, gen, visit_chunk)
+        parts.append(States.from_tensors(tensors))
     return concat_states(parts)
 
 
@@ -204,10 +227,45 @@ def agreement(net: PolicyNet, states: States) -> tuple[float, float, float]:
     return agree / n, ce / n, conf_agree / n
 
 
-def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "") -> dict:
+def prepare_pretrain_dir(
+    out_dir: Path, train_config: dict, resume: bool, provenance: dict
+) -> dict | None:
+    """As prepare_run_dir, for a run that may also have been interrupted while it visited the
+    states, before its first checkpoint: then only VISITED/ is there to resume. `provenance` (MDM
+    fingerprint, training data digest) must be what the stored states were visited with."""
+    visited = out_dir / VISITED
+    if not resume and visited.is_dir():
+        raise UpoError(
+            f"{out_dir}: holds the states of an interrupted pre-training; pass --resume or "
+            "choose another --out"
+        )
+    if not resume or (out_dir / "config.json").exists():
+        finished = prepare_run_dir(out_dir, train_config, resume)
+        if finished is not None or not resume:
+            return finished
+    if not (visited / "run.json").is_file():
+        raise UpoError(
+            f"{out_dir}: nothing to resume (no interrupted pre-training); run without --resume"
+        )
+    was = read_json(visited / "run.json")
+    saved = {k: v for k, v in (was.get("train") or {}).items() if k != "threads"}
+    if saved != {k: v for k, v in train_config.items() if k != "threads"}:
+        raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+    for key, what in (("mdm_fingerprint", "MDM"), ("train_data_digest", "training data")):
+        if was.get(key) != provenance[key]:
+            raise UpoError(
+                f"{out_dir}: the {what} changed since the run was started; rerun without --resume into another --out"
+            )
+    return None
+
+
+def pretrain_policy(
+    cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
+) -> dict:
+    """Visit the states, then fit the policy for `cfg.epochs` epochs. The visited states are kept
+    in OUT/visited/ chunk by chunk and a checkpoint is written after every epoch, so `resume`
+    continues an interrupted run where it stopped, with the result of an uninterrupted one."""
     out_dir = Path(out_dir)
-    if (out_dir / "model.safetensors").exists():
-        raise UpoError(f"{out_dir}: already holds a checkpoint; choose another --out")
     if cfg.task in TEXT_TASK_NAMES or is_hf_model(cfg.mdm):
         # Pre-training keeps the features of every visited state in memory: for a 4096-wide
         # LLM over hundreds of positions and steps per prompt that is hundreds of GB. GRPO keeps
@@ -239,6 +297,19 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
     policy_cfg = from_dict(
         PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy"
     )
+    train_config = to_dict(cfg)
+    provenance = {
+        "mdm_fingerprint": mdm.fingerprint(),
+        "train_data_digest": file_digest(cfg.train_data),
+    }
+    finished = prepare_pretrain_dir(out_dir, train_config, resume, provenance)
+    if finished is not None:
+        print(f"{out_dir}: pre-training already complete", file=sys.stderr)
+        return finished
+    visited = out_dir / VISITED
+    if not visited.is_dir():
+        visited.mkdir(parents=True)
+        write_json(visited / "run.json", {"train": train_config, **provenance})
     certain_above = policy_cfg.certain_above
     t0 = time.perf_counter()
     answers = data.answers if cfg.target == "correct" else None
@@ -247,7 +318,7 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
         slice(cfg.n_puzzles, cfg.n_puzzles + cfg.held_out),
     )
 
-    def visit(part: slice, seed: int, only_informative: bool = False) -> States:
+    def visit(split: str, part: slice, seed: int, only_informative: bool = False) -> States:
         # visitor k gets seeds seed + 2k, so the first keeps the seeds of a single visitor
         return concat_states(
             [
@@ -260,29 +331,57 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
                     None if answers is None else answers[part],
                     only_informative=only_informative,
                     certain_above=certain_above,
+                    store_prefix=visited / f"{split}-v{k}",
                 )
                 for k, decode_rule in enumerate(decode_rules)
             ]
         )
 
     informative_only = cfg.target == "correct" and cfg.pointwise_weight == 0
-    train_states = visit(train_part, cfg.seed, informative_only)
-    held_states = visit(held_part, cfg.seed + 1)
+    train_states = visit("train", train_part, cfg.seed, informative_only)
+    held_states = visit("held", held_part, cfg.seed + 1)
     t_collect = time.perf_counter() - t0
+    # The visits draw from their own generators, never from the global one seeded above, so a
+    # resumed run whose states came from disk initialises the network as an uninterrupted one.
     net = PolicyNet(policy_cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = (len(train_states) + cfg.batch_states - 1) // cfg.batch_states
+    total_steps = cfg.epochs * steps_per_epoch
+    first_epoch, seconds_before = 0, 0.0
+    if (out_dir / "train_state.json").exists():
+        load_weights(net, out_dir / "model.safetensors")
+        state, extra = load_train_state(out_dir, opt)
+        first_epoch = int(state.get("epoch", 0))
+        seconds_before = float(state.get("seconds", 0.0))
+        gen.set_state(extra["generator_state"])
+    step = first_epoch * steps_per_epoch
     print(
         f"policy: {net.num_parameters():,} parameters; {len(train_states)} training states, "
-        f"{len(held_states)} held-out states ({t_collect:.0f}s to collect)",
+        f"{len(held_states)} held-out states ({t_collect:.0f}s to collect)"
+        + (f"; resuming after epoch {first_epoch}" if first_epoch else ""),
         file=sys.stderr,
     )
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # in the checkpoint directory, as for the other training commands (saving keeps it there)
-    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=0)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    total_steps = cfg.epochs * ((len(train_states) + cfg.batch_states - 1) // cfg.batch_states)
-    bar = tqdm(total=total_steps, desc="policy pretrain", file=sys.stderr)
-    step = 0
-    for epoch in range(cfg.epochs):
+    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=step)
+
+    def meta_for(record: dict, complete: bool) -> dict:
+        return {
+            "kind": "policy",
+            "task": cfg.task,
+            "command": command,
+            "commit": git_commit(),
+            "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
+            "train_data": cfg.train_data,
+            "mdm": cfg.mdm,
+            "states": len(train_states),
+            **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
+            "seconds": round(seconds_before + time.perf_counter() - t0, 1),
+            "complete": complete,
+        }
+
+    bar = tqdm(total=total_steps, initial=step, desc="policy pretrain", file=sys.stderr)
+    for epoch in range(first_epoch, cfg.epochs):
         net.train()
         perm = torch.randperm(len(train_states), generator=gen)
         for start in range(0, len(perm), cfg.batch_states):
@@ -318,22 +417,20 @@ def pretrain_policy(cfg: PretrainConfig, out_dir: str | Path, command: str = "")
             message += f"; top choice right {mine:.4f} (reference {ref:.4f})"
         log.write(record)
         bar.write(f"epoch {epoch + 1}: {message}")
+        if epoch + 1 < cfg.epochs:
+            seconds = seconds_before + time.perf_counter() - t0
+            save_policy(
+                out_dir,
+                net,
+                provenance["mdm_fingerprint"],
+                meta_for(record, complete=False),
+                train_config=train_config,
+                optimizer=opt,
+                train_state={"step": step, "epoch": epoch + 1, "seconds": seconds},
+                extra_tensors={"generator_state": gen.get_state()},
+            )
     bar.close()
-    meta = {
-        "kind": "policy",
-        "task": cfg.task,
-        "command": command,
-        "commit": git_commit(),
-        "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
-        "train_data": cfg.train_data,
-        "mdm": cfg.mdm,
-        "states": len(train_states),
-        "held_out_agreement": agree,
-        "held_out_ce": ce,
-        "confidence_agreement": conf_agree,
-        **{k: v for k, v in record.items() if k.endswith("top1_correct")},
-        "seconds": round(time.perf_counter() - t0, 1),
-        "complete": True,
-    }
-    save_policy(out_dir, net, mdm.fingerprint(), meta, train_config=to_dict(cfg))
+    meta = meta_for(record, complete=True)
+    save_policy(out_dir, net, provenance["mdm_fingerprint"], meta, train_config=train_config)
+    shutil.rmtree(visited, ignore_errors=True)  # large, and only needed to resume
     return meta

@@ -8,7 +8,7 @@ the same state (its greedy choice and its full distribution over positions).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -50,6 +50,21 @@ class States:
             None if self.ref_dist is None else self.ref_dist[idx],
             None if self.correct is None else self.correct[idx],
         )
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat name -> tensor dict for a safetensors file (absent optional fields left out)."""
+        out = {f"inputs.{f.name}": getattr(self.inputs, f.name) for f in fields(PolicyInputs)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "inputs" and value is not None:
+                out[f.name] = value
+        return out
+
+    @staticmethod
+    def from_tensors(tensors: dict[str, torch.Tensor]) -> States:
+        inputs = PolicyInputs(*(tensors[f"inputs.{f.name}"] for f in fields(PolicyInputs)))
+        rest = {f.name: tensors.get(f.name) for f in fields(States) if f.name != "inputs"}
+        return States(inputs, **rest)
 
 
 def on_track(state: StepState, target: torch.Tensor) -> torch.Tensor:
