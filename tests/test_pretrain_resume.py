@@ -202,14 +202,20 @@ def test_resume_refusals(tmp_path, files, monkeypatch):
         pretrain_policy(config(files, train_data=str(data)), run, resume=True)
 
 
-def test_resume_refuses_an_mdm_changed_in_place(tmp_path, files, monkeypatch):
+@pytest.mark.parametrize("cut", ["visiting", "between-epochs"])
+def test_resume_refuses_an_mdm_changed_in_place(tmp_path, files, monkeypatch, cut):
     mdm = tmp_path / "mdm"
     write_mdm(mdm, seed=0)
     run = tmp_path / "run"
+    cfg = config(files, mdm=str(mdm), epochs=2)
     with monkeypatch.context() as m:
-        interrupt_at(m, pretrain_module, "collect", 2)
+        if cut == "visiting":
+            interrupt_at(m, pretrain_module, "collect", 2)
+        else:
+            interrupt_at(m, pretrain_module, "agreement", 2)  # after epoch 1's checkpoint
         with pytest.raises(Interrupt):
-            pretrain_policy(config(files, mdm=str(mdm)), run)
+            pretrain_policy(cfg, run)
+    assert (run / "config.json").exists() == (cut == "between-epochs")
     write_mdm(mdm, seed=1)
     with pytest.raises(UpoError, match="MDM changed"):
-        pretrain_policy(config(files, mdm=str(mdm)), run, resume=True)
+        pretrain_policy(cfg, run, resume=True)

@@ -173,9 +173,17 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
         if meta.get("complete"):
             return meta
         raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
-    saved = dict(read_json(out_dir / "config.json").get("train") or {})
-    # The thread count changes speed, not the run: it may differ on resume.
-    saved.pop("threads", None)
-    if saved != {k: v for k, v in train_config.items() if k != "threads"}:
+    saved = read_json(out_dir / "config.json").get("train") or {}
+    if not same_run_config(saved, train_config):
         raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
     return None
+
+
+def same_run_config(saved: dict, train_config: dict) -> bool:
+    """Whether a resumed run's config is the one it was started with. The thread count changes
+    speed, not the run: it may differ."""
+
+    def without_threads(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k != "threads"}
+
+    return without_threads(saved) == without_threads(train_config)

@@ -32,6 +32,7 @@ from ..checkpoint import (
     load_weights,
     prepare_run_dir,
     read_json,
+    same_run_config,
 )
 from ..config import from_dict, to_dict
 from ..errors import UpoError
@@ -234,27 +235,31 @@ def prepare_pretrain_dir(
     states, before its first checkpoint: then only VISITED/ is there to resume. `provenance` (MDM
     fingerprint, training data digest) must be what the stored states were visited with."""
     visited = out_dir / VISITED
-    if not resume and visited.is_dir():
-        raise UpoError(
-            f"{out_dir}: holds the states of an interrupted pre-training; pass --resume or "
-            "choose another --out"
-        )
-    if not resume or (out_dir / "config.json").exists():
+    if not resume:
+        if visited.is_dir():
+            raise UpoError(
+                f"{out_dir}: holds the states of an interrupted pre-training; pass --resume or "
+                "choose another --out"
+            )
+        return prepare_run_dir(out_dir, train_config, resume)
+    if (out_dir / "config.json").exists():
         finished = prepare_run_dir(out_dir, train_config, resume)
-        if finished is not None or not resume:
+        if finished is not None:
             return finished
-    if not (visited / "run.json").is_file():
+    elif not (visited / "run.json").is_file():
         raise UpoError(
             f"{out_dir}: nothing to resume (no interrupted pre-training); run without --resume"
         )
-    was = read_json(visited / "run.json")
-    saved = {k: v for k, v in (was.get("train") or {}).items() if k != "threads"}
-    if saved != {k: v for k, v in train_config.items() if k != "threads"}:
+    was = read_json(visited / "run.json") if (visited / "run.json").is_file() else {}
+    if was and not same_run_config(was.get("train") or {}, train_config):
         raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
+    if (out_dir / "config.json").exists():
+        was.setdefault("mdm_fingerprint", read_json(out_dir / "config.json").get("mdm_fingerprint"))
     for key, what in (("mdm_fingerprint", "MDM"), ("train_data_digest", "training data")):
-        if was.get(key) != provenance[key]:
+        if key in was and was[key] != provenance[key]:
             raise UpoError(
-                f"{out_dir}: the {what} changed since the run was started; rerun without --resume into another --out"
+                f"{out_dir}: the {what} changed since the run was started; rerun without "
+                "--resume into another --out"
             )
     return None
 
