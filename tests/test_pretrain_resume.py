@@ -219,3 +219,25 @@ def test_resume_refuses_an_mdm_changed_in_place(tmp_path, files, monkeypatch, cu
     write_mdm(mdm, seed=1)
     with pytest.raises(UpoError, match="MDM changed"):
         pretrain_policy(cfg, run, resume=True)
+
+
+def test_a_kill_after_the_final_checkpoint_leaves_nothing_behind(tmp_path, files, monkeypatch):
+    """Killed between the final save and the removal of the stored states: a fresh start is
+    refused as for any checkpoint, and --resume reports the run complete and tidies up."""
+    run = tmp_path / "run"
+    real_rmtree = pretrain_module.shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).name == VISITED:
+            raise Interrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pretrain_module.shutil, "rmtree", rmtree)
+        with pytest.raises(Interrupt):
+            pretrain_policy(config(files), run)
+    assert (run / VISITED).is_dir() and json.loads((run / "meta.json").read_text())["complete"]
+    with pytest.raises(UpoError, match="already holds a checkpoint"):
+        pretrain_policy(config(files), run)
+    meta = pretrain_policy(config(files), run, resume=True)
+    assert meta["complete"] and not (run / VISITED).exists()

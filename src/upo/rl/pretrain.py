@@ -236,12 +236,13 @@ def prepare_pretrain_dir(
     fingerprint, training data digest) must be what the stored states were visited with."""
     visited = out_dir / VISITED
     if not resume:
+        prepare_run_dir(out_dir, train_config, resume)  # refuses a checkpoint in out_dir
         if visited.is_dir():
             raise UpoError(
                 f"{out_dir}: holds the states of an interrupted pre-training; pass --resume or "
                 "choose another --out"
             )
-        return prepare_run_dir(out_dir, train_config, resume)
+        return None
     if (out_dir / "config.json").exists():
         finished = prepare_run_dir(out_dir, train_config, resume)
         if finished is not None:
@@ -309,6 +310,8 @@ def pretrain_policy(
     }
     finished = prepare_pretrain_dir(out_dir, train_config, resume, provenance)
     if finished is not None:
+        # a kill after the final checkpoint can leave the stored states behind
+        shutil.rmtree(out_dir / VISITED, ignore_errors=True)
         print(f"{out_dir}: pre-training already complete", file=sys.stderr)
         return finished
     visited = out_dir / VISITED
