@@ -188,7 +188,8 @@ def run_eval(args) -> int:
 def open_progress(args, mdm, names: list[str]):
     """The store of finished batches beside --json (see upo.eval_progress), keyed by everything
     the results depend on, so that --resume can only continue the same evaluation."""
-    from .eval_progress import EvalProgress, file_digest
+    from .eval_progress import EvalProgress
+    from .io_utils import file_digest
 
     def weights_digest(name: str) -> str | None:
         path = Path(name.rpartition("@")[0] or name) / "model.safetensors"

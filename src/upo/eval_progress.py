@@ -10,7 +10,6 @@ beside them, and a resume with other settings is refused. The folder goes once O
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -23,15 +22,6 @@ from .io_utils import write_json
 from .stored_chunks import stored_or_computed
 
 ARRAYS = ("outputs", "order", "nfe", "loglik")
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (the data file and policy weights a result depends on)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class EvalProgress:

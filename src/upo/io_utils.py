@@ -1,8 +1,10 @@
-"""Atomic writes and JSONL metric logs: nothing already written is lost when a run is killed."""
+"""Atomic writes, JSONL metric logs and file digests: nothing already written is lost when a run is
+killed, and a resumed run can tell whether its inputs changed."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +32,15 @@ def check_dir_target(path: str | Path | None, flag: str) -> None:
     """Refuse, before any work is done, an output directory that is an existing file."""
     if path is not None and Path(path).exists() and not Path(path).is_dir():
         raise UpoError(f"{flag} {path}: is a file, expected a directory")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (the data file and policy weights a result depends on)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -36,8 +36,7 @@ from ..checkpoint import (
 )
 from ..config import from_dict, to_dict
 from ..errors import UpoError
-from ..eval_progress import file_digest
-from ..io_utils import JsonlLog, write_json
+from ..io_utils import JsonlLog, file_digest, write_json
 from ..models.registry import is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
