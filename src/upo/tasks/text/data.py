@@ -19,7 +19,10 @@ SOURCES = {
 
 def download_hint(task: str, path: str) -> str:
     if task not in SOURCES:
-        return f"make it with `upo data make sudoku4 --out {path}` or use the public 4x4 CSV"
+        return (
+            f"make it with `upo data make sudoku4 --out {path}` (for training puzzles add "
+            "`--exclude` with the test file: 4x4 puzzles repeat) or use the public 4x4 CSV"
+        )
     name, config, split = SOURCES[task]
     args = f"'{name}'" + (f", '{config}'" if config else "")
     return (
