@@ -1,6 +1,7 @@
 """Every recipe in configs/ loads with the dataclass its command uses, names files that exist (or
-says how to make them without the test puzzles), and never trains or validates on a test set. A recipe that rots (a renamed key, a moved checkpoint)
-fails here instead of in the middle of someone's hour-long run."""
+says how to make them without the test puzzles), and never trains or validates on a test set. A
+recipe that rots (a renamed key, a moved checkpoint) fails here instead of in the middle of
+someone's hour-long run."""
 
 from __future__ import annotations
 
