@@ -242,19 +242,20 @@ def prepare_pretrain_dir(
                 "choose another --out"
             )
         return None
-    if (out_dir / "config.json").exists():
+    checkpoint_config, run_json = out_dir / "config.json", visited / "run.json"
+    if checkpoint_config.exists():
         finished = prepare_run_dir(out_dir, train_config, resume)
         if finished is not None:
             return finished
-    elif not (visited / "run.json").is_file():
+    elif not run_json.is_file():
         raise UpoError(
             f"{out_dir}: nothing to resume (no interrupted pre-training); run without --resume"
         )
-    was = read_json(visited / "run.json") if (visited / "run.json").is_file() else {}
+    was = read_json(run_json) if run_json.is_file() else {}
     if was and not same_run_config(was.get("train") or {}, train_config):
         raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
-    if (out_dir / "config.json").exists():
-        was.setdefault("mdm_fingerprint", read_json(out_dir / "config.json").get("mdm_fingerprint"))
+    if checkpoint_config.exists():
+        was.setdefault("mdm_fingerprint", read_json(checkpoint_config).get("mdm_fingerprint"))
     for key, what in (("mdm_fingerprint", "MDM"), ("train_data_digest", "training data")):
         if key in was and was[key] != provenance[key]:
             raise UpoError(
