@@ -92,6 +92,9 @@ def unmask(
     attention_mask = attention_mask.bool()
     masked = (tokens == denoiser.mask_id) & attention_mask
     blocks = block_ids(masked, block_size)
+    # A model's own sampler reproduced exactly (HFDenoiser confidence="model"), else upo's.
+    softmax_dtype = getattr(denoiser, "softmax_dtype", None)
+    topk_ties = bool(getattr(denoiser, "topk_ties", False))
     order = torch.full_like(tokens, -1)
     positions, logprobs = [], []
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)
@@ -105,8 +108,9 @@ def unmask(
         in_block = blk == current
         logits, features = denoiser.forward(tokens[rows], attention_mask[rows])
         state = StepState(
-            tokens[rows], logits, features, m, m & in_block, in_block, step, attention_mask[rows]
-        )
+            tokens[rows], logits, features, m, m & in_block, in_block, step, attention_mask[rows],
+            softmax_dtype, topk_ties,
+        )  # fmt: skip
         choice = policy.select(state, k, generator)
         chosen = choice.chosen & state.candidates
         if not chosen.any(dim=1).all():

@@ -84,24 +84,30 @@ def decode_in_batches(
     finished by an earlier, interrupted run are taken from it and new ones are added to it."""
     device = getattr(mdm, "device", torch.device("cpu"))
     gen = torch.Generator(device=device).manual_seed(seed)
+    batch_size = padding_safe_batch_size(mdm, batch_size)
     outs, orders, nfes, logliks = [], [], [], []
     for start in range(0, len(batch), batch_size):
         part = batch.select(np.arange(start, min(start + batch_size, len(batch))))
 
         def run_batch(part=part):
+            # Each batch is padded to its own longest item, not the data set's: columns that are
+            # padding in every row are cut before decoding and put back after.
+            lead = leading_padding(part.attention_mask)
             traj = unmask(
                 mdm,
-                torch.from_numpy(part.tokens).to(device),
+                torch.from_numpy(part.tokens[:, lead:]).to(device),
                 policy,
-                attention_mask=torch.from_numpy(part.attention_mask).to(device),
+                attention_mask=torch.from_numpy(part.attention_mask[:, lead:]).to(device),
                 k=k,
                 token_temperature=token_temperature,
                 block_size=block_size,
                 generator=gen,
             )
-            return tuple(
-                x.cpu().numpy() for x in (traj.tokens, traj.order, traj.nfe, traj.token_loglik)
-            )
+            tokens, order = (x.cpu().numpy() for x in (traj.tokens, traj.order))
+            if lead:
+                tokens = np.concatenate([part.tokens[:, :lead], tokens], axis=1)
+                order = np.concatenate([np.full((len(part), lead), -1, order.dtype), order], 1)
+            return tokens, order, traj.nfe.cpu().numpy(), traj.token_loglik.cpu().numpy()
 
         if store is None:
             arrays = run_batch()
@@ -112,6 +118,20 @@ def decode_in_batches(
         if progress is not None:
             progress(len(part))
     return tuple(np.concatenate(x) for x in (outs, orders, nfes, logliks))
+
+
+def leading_padding(attention_mask: np.ndarray) -> int:
+    """How many leading columns are padding in every row."""
+    used = attention_mask.any(axis=0)
+    return int(used.argmax()) if used.any() else 0
+
+
+def padding_safe_batch_size(mdm, batch_size: int) -> int:
+    """`batch_size`, or 1 for a model whose logits change under left padding (an HF model whose
+    padding probe failed, see models/hf.py) unless its user allowed unpadded batching."""
+    if getattr(mdm, "padding_exact", True) or getattr(mdm, "allow_unpadded_batching", False):
+        return batch_size
+    return 1
 
 
 def pass_at_curve(solved: np.ndarray) -> list[float]:

@@ -123,6 +123,31 @@ def generate(
     token_temperature: float = 0.0,
 ) -> list[str]:
     """Answers to `prompts`, one string each (text before the first EOS)."""
+    answers = generate_tokens(
+        denoiser, prompts, policy, gen_length, block_length, steps, k, chat, system,
+        batch_size, seed, token_temperature,
+    )  # fmt: skip
+    eos = getattr(denoiser, "eos_ids", [])
+    return [answer_text(denoiser.tokenizer, row, eos) for row in answers]
+
+
+def generate_tokens(
+    denoiser,
+    prompts: list[str],
+    policy: Policy,
+    gen_length: int = 128,
+    block_length: int | None = 32,
+    steps: int | None = None,
+    k: int = 1,
+    chat: bool = True,
+    system: str | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    token_temperature: float = 0.0,
+) -> np.ndarray:
+    """[N, gen_length] answer tokens for `prompts`. With `steps`, gen_length / steps positions are
+    revealed per step, as LLaDA's generate(steps=...) does; block_length gives its
+    semi-autoregressive blocks."""
     tokenizer = getattr(denoiser, "tokenizer", None)
     if tokenizer is None:
         raise UpoError("text generation needs an MDM with a tokenizer")
@@ -142,8 +167,7 @@ def generate(
         token_temperature,
         block_size=block_length,
     )
-    eos = getattr(denoiser, "eos_ids", [])
-    return [answer_text(tokenizer, row[-gen_length:], eos) for row in outputs]
+    return outputs[:, -gen_length:]
 
 
 def run_text_eval(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,7 +30,16 @@ from torch import nn
 from ..errors import UpoError
 
 CONVENTIONS = ("masked-lm", "llada", "dream")
-HF_OPTIONS = ("trust_remote_code", "dtype", "device", "mask_id", "convention")
+HF_OPTIONS = (
+    "trust_remote_code",
+    "dtype",
+    "device",
+    "mask_id",
+    "convention",
+    "confidence",
+    "allow_unpadded_batching",
+)
+CONFIDENCE_MODES = ("float32", "model")
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
 
 
@@ -81,6 +93,48 @@ def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+def load_tokenizer(path_or_id: str, trust_remote_code: bool = False):
+    """The model's tokenizer, or None when it has none (a model without tokenizer files still
+    decodes token ids). A local tokenizer.json whose tokenizer_config.json names a class this
+    transformers does not know (newer transformers write `TokenizersBackend`) is read as a
+    fast tokenizer with the special tokens and chat template the directory names."""
+    import transformers
+
+    try:
+        return transformers.AutoTokenizer.from_pretrained(
+            path_or_id, trust_remote_code=trust_remote_code
+        )
+    except Exception:  # optional: missing files, a missing extra (sentencepiece), a new class
+        pass
+    directory = Path(path_or_id)
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    try:
+        settings = json.loads((directory / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        settings = {}
+    special = {
+        name: value
+        for name in ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
+        if isinstance(value := settings.get(name), str)
+    }
+    extra = settings.get("extra_special_tokens") or settings.get("additional_special_tokens")
+    if isinstance(extra, list) and all(isinstance(t, str) for t in extra):
+        special["additional_special_tokens"] = extra
+    try:
+        tokenizer = transformers.PreTrainedTokenizerFast(
+            tokenizer_file=str(directory / "tokenizer.json"), **special
+        )
+    except Exception:
+        return None
+    template = directory / "chat_template.jinja"
+    if template.is_file():
+        tokenizer.chat_template = template.read_text()
+    elif isinstance(settings.get("chat_template"), str):
+        tokenizer.chat_template = settings["chat_template"]
+    return tokenizer
+
+
 class HFDenoiser:
     """A frozen transformers model behind the Denoiser protocol.
 
@@ -96,6 +150,8 @@ class HFDenoiser:
         mask_id: int | None = None,
         convention: str | None = None,
         name: str = "",
+        confidence: str = "float32",
+        allow_unpadded_batching: bool = False,
     ):
         config = getattr(model, "config", None)
         self.name = name or str(getattr(config, "_name_or_path", "") or type(model).__name__)
@@ -126,6 +182,51 @@ class HFDenoiser:
         self._takes_positions = "position_ids" in params
         self.eos_ids = [i for i in self._eos_ids(model, tokenizer) if i != self.mask_id]
         self.task = None  # upo's MDM checkpoints name their task; an HF model serves several
+        if confidence not in CONFIDENCE_MODES:
+            raise UpoError(
+                f"confidence must be one of {', '.join(CONFIDENCE_MODES)}, got {confidence!r:.40}"
+            )
+        # "model": confidences as LLaDA's generate() computes them, to reproduce its decodes
+        # exactly: the softmax in the model's dtype (bf16 rounds near-ties into ties) and ties
+        # broken by torch.topk (StepState.softmax_dtype, topk_ties). "float32": upo's own, a
+        # float32 softmax and ties to the lowest position, batch-independent.
+        self.softmax_dtype = None if confidence == "float32" else self.dtype
+        self.topk_ties = confidence == "model"
+        self.allow_unpadded_batching = bool(allow_unpadded_batching)
+        self.padding_exact = True
+        self.padding_gap = 0.0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def probe_padding(self) -> bool:
+        """Whether left padding leaves a prompt's logits unchanged: one prompt decoded alone and
+        left-padded beside a longer one, in one forward each. Older LLaDA snapshots (and the copy
+        the UPO paper's code ships) call attention with attn_mask=None, so their padded rows see
+        the padding; batching prompts of different lengths then changes the answers. Sets
+        `padding_exact` and `padding_gap` (the largest logit difference, in units of the logits'
+        spread) and returns padding_exact."""
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, self.vocab_size, (12,), generator=gen)
+        ids[ids == self.mask_id] = (self.mask_id + 1) % self.vocab_size
+        ids[-4:] = self.mask_id  # decoding runs on prompts followed by masks
+        short = ids[4:]
+        pad = getattr(getattr(self, "tokenizer", None), "pad_token_id", None)
+        pad = pad if isinstance(pad, int) else 0
+        batch = torch.stack([ids, torch.cat([torch.full((4,), pad), short])])
+        attention = torch.ones_like(batch, dtype=torch.bool)
+        attention[1, :4] = False
+        padded, _ = self.forward(batch.to(self.device), attention.to(self.device))
+        alone, _ = self.forward(short[None].to(self.device))
+        a, b = padded[1, 4:].float().cpu(), alone[0].float().cpu()
+        finite = torch.isfinite(a) & torch.isfinite(b)
+        spread = float(b[finite].std()) if finite.any() else 1.0
+        self.padding_gap = float((a - b)[finite].abs().max()) / max(spread, 1e-6)
+        # A masked or leaking model moves logits by a sizeable fraction of their spread; a
+        # padding-exact one only by rounding (bf16 batched matmuls: about 1e-2 of the spread).
+        self.padding_exact = self.padding_gap < 0.05
+        return self.padding_exact
 
     def _vocab_size(self, config) -> int:
         head = None
@@ -175,6 +276,8 @@ class HFDenoiser:
         device: str | torch.device | None = None,
         mask_id: int | None = None,
         convention: str | None = None,
+        confidence: str = "float32",
+        allow_unpadded_batching: bool = False,
     ) -> HFDenoiser:
         """Load a model (and its tokenizer when there is one) from a local directory or the Hub.
 
@@ -220,13 +323,7 @@ class HFDenoiser:
             raise UpoError(
                 f"{path_or_id}: cannot load model ({first}); offline, give a local directory"
             ) from None
-        tokenizer = None
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                path_or_id, trust_remote_code=trust_remote_code
-            )
-        except (OSError, ValueError, TypeError, KeyError):
-            tokenizer = None  # a model without tokenizer files still decodes token ids
+        tokenizer = load_tokenizer(path_or_id, trust_remote_code)
         vocab = _config_int(config, "vocab_size", "embedding_size")
         if tokenizer is not None and vocab and len(tokenizer) < vocab // 2:
             # transformers builds a near-empty tokenizer when a directory has no tokenizer
@@ -234,7 +331,28 @@ class HFDenoiser:
             tokenizer = None
         if device is not None:
             model = model.to(device)
-        return cls(model, tokenizer, mask_id=mask_id, convention=convention, name=path_or_id)
+        denoiser = cls(
+            model,
+            tokenizer,
+            mask_id=mask_id,
+            convention=convention,
+            name=path_or_id,
+            confidence=confidence,
+            allow_unpadded_batching=allow_unpadded_batching,
+        )
+        if not denoiser.probe_padding():
+            action = (
+                "batching anyway (allow_unpadded_batching)"
+                if denoiser.allow_unpadded_batching
+                else "decoding one prompt at a time (allow_unpadded_batching: true to batch anyway)"
+            )
+            print(
+                f"upo: {path_or_id}: left padding changes this model's logits (by "
+                f"{denoiser.padding_gap:.2f} of their spread; its attention ignores the padding "
+                f"mask, as in LLaDA snapshots before 2025-10-21): {action}",
+                file=sys.stderr,
+            )
+        return denoiser
 
     @torch.no_grad()
     def forward(

@@ -44,6 +44,10 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
         unknown = sorted(set(options or {}) - set(HF_OPTIONS))
         if unknown:
             raise UpoError(f"unknown MDM option {unknown[0]!r}; valid: {', '.join(HF_OPTIONS)}")
+        for flag in ("trust_remote_code", "allow_unpadded_batching"):
+            value = (options or {}).get(flag, False)
+            if not isinstance(value, bool):  # a quoted "false" is truthy: never run code on it
+                raise UpoError(f"MDM option {flag} must be true or false, got {value!r:.40}")
         name = str(path).removeprefix("hf:")
         return HFDenoiser.from_pretrained(name, **(options or {}))
     options = dict(options or {})

@@ -26,11 +26,22 @@ class StepState:
     block: torch.Tensor
     step: int
     attention_mask: torch.Tensor | None = None  # [B, L] False at padding; None: no padding
+    # The dtype token probabilities are computed in (None: the logits', float32). LLaDA's own
+    # generate() takes its softmax in the model's dtype; in bf16 that rounds near-ties into ties,
+    # so reproducing its orders exactly needs the same rounding (HFDenoiser softmax_dtype).
+    softmax_dtype: torch.dtype | None = None
+    # Break ties between equal scores as torch.topk does (LLaDA's generate) instead of towards
+    # the lowest position. Only for reproducing that sampler: topk's choice among ties depends on
+    # the device and the row length, so batched decodes may then differ from one-by-one ones.
+    topk_ties: bool = False
 
     @property
     def probs(self) -> torch.Tensor:
         if not hasattr(self, "_probs"):
-            self._probs = torch.softmax(self.logits, dim=-1)
+            logits = (
+                self.logits if self.softmax_dtype is None else self.logits.to(self.softmax_dtype)
+            )
+            self._probs = torch.softmax(logits, dim=-1).float()
         return self._probs
 
 
@@ -58,11 +69,17 @@ def masked_log_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
     return out.masked_fill(~allowed, NEG_INF)
 
 
-def top_by_score(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+def top_by_score(
+    scores: torch.Tensor, allowed: torch.Tensor, k: int, topk_ties: bool = False
+) -> torch.Tensor:
     """[B, L] bool: the k highest-scoring allowed positions (fewer if fewer are allowed).
-    Ties go to the lowest position index (stable sort), so results never depend on batching."""
+    Ties go to the lowest position index (stable sort), so results never depend on batching;
+    with topk_ties, to whichever torch.topk returns (see StepState.topk_ties)."""
     scores = scores.float().masked_fill(~allowed, NEG_INF)
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]
+    if topk_ties:
+        order = torch.topk(scores, min(k, scores.shape[-1]), dim=-1).indices
+    else:
+        order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]
     chosen = torch.zeros_like(allowed)
     chosen.scatter_(1, order, True)
     return chosen & allowed
@@ -108,6 +125,6 @@ class Policy:
 
     def select(self, state: StepState, k: int, generator: torch.Generator | None = None) -> Choice:
         if self.deterministic:
-            chosen = top_by_score(self.greedy_scores(state), state.candidates, k)
+            chosen = top_by_score(self.greedy_scores(state), state.candidates, k, state.topk_ties)
             return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
         return sample_without_replacement(self.log_probs(state), k, generator)
