@@ -19,7 +19,9 @@ import torch
 import yaml
 
 from toy_denoiser import ChainDenoiser
+from upo.config import load_config, to_dict
 from upo.decode import unmask
+from upo.errors import UpoError
 from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
 from upo.policies.rules import make_rule
 from upo.rl.grpo import (
@@ -27,13 +29,22 @@ from upo.rl.grpo import (
     UPOConfig,
     group_advantages,
     per_item_sum,
+    train_upo,
     trajectory_chunks,
     update,
 )
 from upo.rl.references import make_reference
 from upo.rl.rollout import collect
 
-ALL_REFERENCES = ["confidence", "margin", "entropy", "softmax:0.5", "topk:3", "none"]
+ALL_REFERENCES = [
+    "confidence",
+    "margin",
+    "entropy",
+    "softmax:0.5",
+    "softmax-vocab:0.05",
+    "topk:3",
+    "none",
+]
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -179,21 +190,31 @@ def test_kl_reference_takes_one_pass_per_inner_step(mdm4, puzzles4):
     assert stats.ratio_first == 1.0
 
 
-def test_kl_update_equals_whole_batch_loss(mdm4, puzzles4):
+@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+def test_kl_update_equals_whole_batch_loss(mdm4, puzzles4, aggregation):
     """The chunked KL update takes the same optimiser step as one pass over all states that
-    computes the trajectory log-probs first and then the loss of the docstring's estimator."""
+    computes the trajectory log-probs first and then the loss of the docstring's estimator, its
+    per-step score terms weighted like the policy gradient's."""
     puzzles, _ = puzzles4
     tokens = puzzles[:4].repeat_interleave(2, 0)
     net = make_net(mdm4.feature_dim, spread=4.0)
     net.bf16 = False  # float32 throughout, so chunked and whole-batch sums agree to rounding
     ref, _, states = rollout(mdm4, tokens, net, reference="softmax:0.5")
-    cfg = make_cfg("softmax:0.5", beta=0.3, inner_steps=2, chunk_states=25, grad_clip=1e9)
+    cfg = make_cfg(
+        "softmax:0.5",
+        beta=0.3,
+        inner_steps=2,
+        chunk_states=25,
+        grad_clip=1e9,
+        step_aggregation=aggregation,
+    )
     adv = group_advantages(torch.rand(len(tokens), generator=seeded(1)), 2, False)
     twin = copy.deepcopy(net)
     update(net, torch.optim.SGD(net.parameters(), lr=0.1), states, adv, ref, cfg, no_sync)
 
     n = len(tokens)
-    weight = 1.0 / (per_item_sum(torch.ones(len(states)), states.item, n)[states.item] * n)
+    length = per_item_sum(torch.ones(len(states)), states.item, n)[states.item]
+    weight = 1.0 / (length * n) if aggregation == "mean" else torch.full((len(states),), 1.0 / n)
     ref_traj = per_item_sum(states.ref_logp, states.item, n)
     opt = torch.optim.SGD(twin.parameters(), lr=0.1)
     old = None
@@ -206,8 +227,9 @@ def test_kl_update_equals_whole_batch_loss(mdm4, puzzles4):
         surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
         new_traj = per_item_sum(new.detach(), states.item, n)
         w = torch.exp(new_traj - per_item_sum(old, states.item, n)).clamp(0.5, 2.0)
-        coef = w * (1 + new_traj - ref_traj) / n
-        loss = -(surrogate * weight).sum() + cfg.beta * (coef[states.item] * new).sum()
+        coef = w * (1 + new_traj - ref_traj)
+        kl = (coef[states.item] * new * weight).sum()
+        loss = -(surrogate * weight).sum() + cfg.beta * kl
         loss.backward()
         opt.step()
     for p, q in zip(net.parameters(), twin.parameters(), strict=True):
@@ -253,6 +275,38 @@ def test_without_advantage_or_regulariser_nothing_moves(mdm4, puzzles4):
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     update(net, opt, states, torch.zeros(len(tokens)), ref, make_cfg("confidence"), no_sync)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("reference", ["confidence", "softmax:0.5", "topk:3"])
+def test_mean_aggregation_is_the_sum_over_the_trajectory_length(mdm4, puzzles4, reference):
+    """Trajectories of one length L: the "mean" loss is the "sum" loss / L, term by term, so beta
+    weighs the regulariser (CE or KL) against the policy gradient the same way under both."""
+    puzzles, _ = puzzles4
+    tokens = puzzles[:1].repeat(6, 1)  # one puzzle: every trajectory has its blank count
+    length = int((puzzles[0] == mdm4.mask_id).sum())
+    ref = make_reference(reference)
+    net = make_net(mdm4.feature_dim, restrict_topk=ref.restrict_topk, spread=4.0)
+    net.bf16 = False  # float32 throughout: the two sums agree to rounding
+    _, _, states = rollout(mdm4, tokens, net, reference=reference)
+    assert ref.regulariser in ("ce", "kl") and length > 2
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.3, 0.9, 0.5, 0.2]), 2, False)
+
+    def gradient(aggregation: str, beta: float) -> torch.Tensor:
+        cfg = make_cfg(
+            reference, beta=beta, inner_steps=1, grad_clip=1e9, step_aggregation=aggregation
+        )
+        captured = []
+        twin = copy.deepcopy(net)
+        opt = torch.optim.SGD(twin.parameters(), lr=0.0)
+        update(twin, opt, states, adv, ref, cfg, lambda m: captured.append(flat_grads(m)))
+        return captured[0]
+
+    beta = 0.5
+    summed, mean = gradient("sum", beta), gradient("mean", beta)
+    assert float((mean * length - summed).norm()) < 1e-5 * float(summed.norm())
+    # both terms are really there: the regulariser alone is a sizeable part of the gradient
+    reg_only = gradient("sum", beta) - gradient("sum", 0.0)
+    assert float(reg_only.norm()) > 0.05 * float(summed.norm())
 
 
 # --- 4. the KL estimator -------------------------------------------------------------------------
@@ -525,3 +579,92 @@ def test_trajectory_chunks_hold_whole_trajectories(size):
         assert all(int((item == i).sum()) == int((item[s] == i).sum()) for i in inside)
         # at most `size` states, unless the chunk is one trajectory longer than that
         assert s.stop - s.start <= size or len(inside) == 1
+
+
+# --- 9. budgets: rollout rounds and optimiser steps ----------------------------------------------
+
+
+def test_max_steps_counts_optimiser_steps_as_trl_does():
+    cfg = make_cfg(max_steps=3500, inner_steps=16)
+    assert cfg.rollout_rounds == 219  # ceil(3500 / 16)
+    per_round = [cfg.inner_steps_in(r) for r in range(cfg.rollout_rounds)]
+    assert per_round[:-1] == [16] * 218 and per_round[-1] == 3500 - 218 * 16
+    assert sum(per_round) == cfg.optimizer_steps == 3500
+    # the old budget: rounds, every one of them with inner_steps optimiser steps
+    old = make_cfg(steps=7, inner_steps=4)
+    assert old.rollout_rounds == 7 and old.optimizer_steps == 28
+    default = make_cfg(inner_steps=4)
+    assert default.steps is None and default.rollout_rounds == 100
+
+
+def test_steps_and_max_steps_are_exclusive(tmp_path):
+    path = tmp_path / "upo.yaml"
+    path.write_text(yaml.safe_dump({"init": "random", "steps": 10, "max_steps": 100}))
+    with pytest.raises(UpoError, match="steps .rollout rounds. or max_steps .optimiser steps."):
+        load_config(UPOConfig, path)
+    with pytest.raises(ValueError, match="not both"):
+        make_cfg(steps=0, max_steps=5)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        make_cfg(max_steps=0)
+
+
+def test_warm_up_is_in_the_unit_of_the_budget():
+    trl = make_cfg(max_steps=10, inner_steps=4, warmup_steps=6, lr=1.0)
+    # optimiser steps: the rate rises at every optimiser step, across rounds
+    assert [trl.lr_at(0, i) for i in range(4)] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6])
+    assert [trl.lr_at(1, i) for i in range(4, 8)] == pytest.approx([5 / 6, 1, 1, 1])
+    rounds = make_cfg(steps=10, inner_steps=4, warmup_steps=2, lr=1.0)
+    # rollout rounds (as before max_steps existed): constant within a round
+    assert [rounds.lr_at(0, i) for i in range(4)] == [0.5] * 4
+    assert [rounds.lr_at(1, i) for i in range(4, 8)] == [1.0] * 4
+
+
+def test_old_configs_record_the_settings_they_always_did(tmp_path):
+    """Run directories of earlier versions recorded `steps` (100 when not given) and no
+    max_steps; --resume compares with that record, so it must not change."""
+    path = tmp_path / "upo.yaml"
+    path.write_text(yaml.safe_dump({"init": "random", "inner_steps": 3}))
+    cfg = load_config(UPOConfig, path)
+    legacy = {k: v for k, v in to_dict(cfg).items() if k != "max_steps"}
+    assert cfg.run_config() == {**legacy, "steps": 100}
+    new = make_cfg(max_steps=30)
+    assert new.run_config()["max_steps"] == 30 and new.run_config()["steps"] is None
+
+
+def test_max_steps_run_logs_both_counts_and_resumes(tmp_path, monkeypatch):
+    """A max_steps budget of 5 with inner_steps 2: rounds of 2, 2 and 1 optimiser steps. The run
+    dies in its third round and --resume finishes it: warm-up and counts continue right."""
+    config = write_sudoku4_setup(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    del data["steps"]
+    data.update(max_steps=5, inner_steps=2, warmup_steps=4, lr=1e-3, prompts_per_step=2)
+    config.write_text(yaml.safe_dump(data))
+    cfg = load_config(UPOConfig, config)
+    out = tmp_path / "policy"
+    import upo.rl.grpo as grpo
+
+    real_update, calls = grpo.update, []
+
+    def dies_in_round_three(*args, **kw):
+        calls.append(list(args[7]))  # the round's learning rates
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_update(*args, **kw)
+
+    monkeypatch.setattr(grpo, "update", dies_in_round_three)
+    with pytest.raises(KeyboardInterrupt):
+        train_upo(cfg, out)
+    monkeypatch.setattr(grpo, "update", real_update)
+    meta = train_upo(cfg, out, resume=True)
+    assert calls == [
+        pytest.approx([1e-3 / 4, 2e-3 / 4]),
+        pytest.approx([3e-3 / 4, 1e-3]),
+        pytest.approx([1e-3]),
+    ]
+    assert meta["complete"] and meta["steps"] == 3 and meta["optimizer_steps"] == 5
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rollout_round"] for m in metrics] == [m["step"] for m in metrics] == [1, 2, 3]
+    assert [m["optimizer_step"] for m in metrics] == [2, 4, 5]
+    assert [m["lr"] for m in metrics] == pytest.approx([5e-4, 1e-3, 1e-3])
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["max_steps"] == 5 and saved["steps"] is None

@@ -246,6 +246,37 @@ def test_countdown_task(mdm):
     assert task.solved(batch, outputs).tolist() == [True, False]
 
 
+def test_countdown_reads_the_papers_input_output_records(tmp_path):
+    """The UPO paper's Countdown files: `input` the numbers as one comma-separated string,
+    `output` the target as a string; records of both layouts give the same items."""
+    path = tmp_path / "countdown.jsonl"
+    rows = [
+        {"input": "30,100,93", "output": "23"},
+        {"input": "3, 8, 1", "output": "24"},
+        {"nums": [3, 8, 1], "target": 24},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = get_task("countdown").items(read_records(path, "countdown"), path)
+    assert [(it["nums"], it["target"]) for it in items] == [
+        ([30, 100, 93], 23),
+        ([3, 8, 1], 24),
+        ([3, 8, 1], 24),
+    ]
+    assert items[1]["prompt"] == items[2]["prompt"]
+    assert countdown.check("<answer>100 - 93 + 30 - 14</answer>", items[0]["nums"], 23) is False
+    assert countdown.check("<answer>30 - (100 - 93)</answer>", items[0]["nums"], 23) is True
+
+
+def test_countdown_bad_records_are_named(tmp_path):
+    task = get_task("countdown")
+    with pytest.raises(UpoError, match="record 1: the numbers and the target must be integers"):
+        task.items([{"input": "30,x,93", "output": "23"}], "c.jsonl")
+    with pytest.raises(UpoError, match="record 2 has none of the fields output"):
+        task.items([{"input": "1,2", "output": "3"}, {"input": "1,2"}], "c.jsonl")
+    with pytest.raises(UpoError, match="record 1 has none of the fields target"):
+        task.items([{"nums": [1, 2], "output": "3"}], "c.jsonl")
+
+
 def test_task_options_and_binding_errors(mdm):
     with pytest.raises(UpoError, match="unknown option 'gen_len'"):
         make_text_task("gsm8k", {"gen_len": 3})

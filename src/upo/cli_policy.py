@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .errors import UpoError
+
 
 def cmd_pretrain(args) -> int:
     from .cli import _command_line
@@ -20,18 +22,26 @@ def cmd_pretrain(args) -> int:
 
 def cmd_train(args) -> int:
     from .cli import _command_line
-    from .config import load_config
+    from .config import from_dict, load_yaml
     from .rl.grpo import UPOConfig, train_upo
 
     overrides = {
         "reference": args.reference,
         "init": args.init,
         "seed": args.seed,
-        "steps": args.steps,
         "threads": args.threads,
         "beta": args.beta,
     }
-    cfg = load_config(UPOConfig, args.config, overrides)
+    data = load_yaml(args.config)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    # A budget on the command line replaces the recipe's, in whichever unit it was given.
+    if args.steps is not None and args.max_steps is not None:
+        raise UpoError("give --steps (rollout rounds) or --max-steps (optimiser steps), not both")
+    if args.steps is not None:
+        data.update(steps=args.steps, max_steps=None)
+    if args.max_steps is not None:
+        data.update(max_steps=args.max_steps, steps=None)
+    cfg = from_dict(UPOConfig, data, str(args.config))
     meta = train_upo(
         cfg, args.out, resume=args.resume, command=_command_line(), report_to=args.report_to
     )
@@ -61,12 +71,16 @@ def register(sub) -> None:
     t.add_argument("--config", required=True)
     t.add_argument("--out", required=True)
     t.add_argument(
-        "--reference", help="confidence | margin | entropy | softmax:TAU | topk:K | none"
+        "--reference",
+        help="confidence | margin | entropy | softmax:TAU | softmax-vocab:TAU | topk:K | none",
     )
     t.add_argument("--init", choices=["pretrained", "random"])
     t.add_argument("--beta", type=float, help="regulariser weight (0 = none)")
     t.add_argument("--seed", type=int)
-    t.add_argument("--steps", type=int)
+    t.add_argument(
+        "--steps", type=int, help="rollout rounds (each followed by inner_steps updates)"
+    )
+    t.add_argument("--max-steps", type=int, help="optimiser steps, as TRL's max_steps counts them")
     t.add_argument("--threads", type=int)
     t.add_argument("--resume", action="store_true")
     t.add_argument(

@@ -77,6 +77,31 @@ class SoftmaxConfidence(Policy):
         return masked_log_softmax(confidence(state) / self.tau, state.candidates)
 
 
+class SoftmaxVocab(Policy):
+    """The UPO paper's softmax reference: g(i | x) proportional to sum_v exp(p(v | x, i) / tau)
+    over the candidate positions, p the MDM's token distribution at i (the whole vocabulary, so
+    with a large vocabulary a low-confidence position still gets the weight of its V near-zero
+    terms). `softmax:TAU` is a different rule: softmax of the top-1 probability alone."""
+
+    def __init__(self, tau: float):
+        if not tau > 0:
+            raise ValueError(f"softmax-vocab temperature must be positive, got {tau}")
+        self.tau = tau
+        self.name = f"softmax-vocab:{tau:g}"
+
+    def scores(self, state) -> torch.Tensor:
+        """[B, L] log sum_v exp(p_v / tau) at candidate positions (0 elsewhere). Only candidate
+        rows are reduced: an LLM's [B, L, V] probabilities divided by tau would be another
+        copy of the largest tensor of the step."""
+        out = torch.zeros(state.candidates.shape, dtype=torch.float32, device=state.probs.device)
+        rows = state.probs[state.candidates].float()
+        out[state.candidates] = torch.logsumexp(rows / self.tau, dim=-1)
+        return out
+
+    def log_probs(self, state):
+        return masked_log_softmax(self.scores(state), state.candidates)
+
+
 class TopKRandom(Policy):
     """Uniform over the K most confident candidates."""
 
@@ -127,6 +152,7 @@ RULE_NAMES = [
     "left-to-right",
     "topk-random:K",
     "softmax:TAU",
+    "softmax-vocab:TAU",
     "threshold:P",
 ]
 
@@ -150,6 +176,8 @@ def make_rule(name: str) -> Policy:
             return TopKRandom(int(arg) if arg else 5)
         if base == "softmax":
             return SoftmaxConfidence(float(arg) if arg else 0.1)
+        if base == "softmax-vocab":
+            return SoftmaxVocab(float(arg) if arg else 0.05)
         if base == "threshold":
             return Threshold(float(arg) if arg else 0.9)
     except ValueError as err:

@@ -1,6 +1,6 @@
 """`upo policy train`: UPO, i.e. GRPO over unmasking orders, kept near a reference rule.
 
-One training step:
+One rollout round:
  1. rollout: P prompts x G samples decoded together in one batched call with the current policy,
     positions sampled at `temperature`; every visited state is recorded (MDM features cached in
     bf16), so the update phase runs zero MDM forwards;
@@ -8,11 +8,16 @@ One training step:
  3. `inner_steps` optimiser steps on the cached states: clipped ratio objective per unmasking
     step plus beta times the regulariser (cross-entropy to one-hot references, the clipped-weight
     score-function KL estimator to stochastic ones).
+
+Budgets count as in TRL's GRPOTrainer, which the paper used: `max_steps` counts optimiser steps,
+and a rollout batch serves `inner_steps` (TRL's num_iterations) of them. The older `steps` counts
+rollout rounds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -59,18 +64,32 @@ class UPOConfig:
     )  # PolicyConfig fields (feature_dim comes from the MDM)
     init: str = "pretrained"  # "pretrained" (from `pretrained`) or "random"
     pretrained: str | None = None  # a policy checkpoint made by `upo policy pretrain`
-    reference: str = "confidence"  # confidence | margin | entropy | softmax:TAU | topk:K | none
+    # confidence | margin | entropy | softmax:TAU | softmax-vocab:TAU (the paper's softmax
+    # reference, with TAU 0.05) | topk:K | none
+    reference: str = "confidence"
     beta: float = 0.01  # regulariser weight [1e-4]; 0 = no regularisation
-    steps: int = 100  # [3500]
-    prompts_per_step: int = 16
+    # The budget, one of two (not both): `steps` rollout rounds, each followed by `inner_steps`
+    # optimiser steps; or `max_steps` optimiser steps as TRL counts them [3500], done in
+    # ceil(max_steps / inner_steps) rounds (the last one may take fewer inner steps). Neither:
+    # DEFAULT_ROUNDS rounds. eval_every and checkpoint_every count rollout rounds.
+    steps: int | None = None
+    max_steps: int | None = None
+    prompts_per_step: int = 16  # per rollout round, over all processes (a multiple of them)
     group_size: int = 8  # G [6]
     inner_steps: int = 4  # mu: optimiser steps per rollout batch, on cached features [16]
     clip_eps: float = 0.5  # epsilon of the clipped ratio [0.5]
     temperature: float = 1.0  # position sampling temperature during rollouts [0.8]
     reward: str = "cell_acc"  # "cell_acc" (paper's Sudoku reward) or "solved"
     scale_rewards: bool = False  # divide advantages by the group std
-    step_aggregation: str = "mean"  # "mean" or "sum" of per-step terms within a trajectory
+    # How a trajectory's per-step terms add up: "sum" (the paper's code) or "mean" (divided by
+    # the trajectory's step count). Both the policy-gradient term and the regulariser follow it
+    # (CE per step; the KL estimator's per-step score terms), so beta weighs the regulariser
+    # against the policy gradient the same way under either; trajectories are then averaged.
+    step_aggregation: str = "mean"
     lr: float = 3e-4  # [3e-6 for the much larger LLaDA head]
+    # Linear warm-up length, in the unit of the budget: optimiser steps with `max_steps` (TRL's
+    # warm-up; the rate changes every optimiser step), rollout rounds with `steps` (the rate is
+    # constant within a round, as upo always did).
     warmup_steps: int = 5
     weight_decay: float = 0.1
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -105,14 +124,61 @@ class UPOConfig:
             raise ValueError("group_size must be at least 2 (advantages are relative to the group)")
         if self.beta < 0 or self.temperature <= 0 or not 0 < self.clip_eps < 1:
             raise ValueError("need beta >= 0, temperature > 0 and 0 < clip_eps < 1")
-        if min(self.steps, self.prompts_per_step, self.inner_steps, self.chunk_states) < 1:
-            raise ValueError("steps, prompts_per_step, inner_steps and chunk_states must be >= 1")
+        if self.steps is not None and self.max_steps is not None:
+            raise ValueError(
+                f"give steps (rollout rounds) or max_steps (optimiser steps), not both: "
+                f"steps {self.steps}, max_steps {self.max_steps}"
+            )
+        budget = self.max_steps if self.max_steps is not None else self.rollout_rounds
+        if min(budget, self.prompts_per_step, self.inner_steps, self.chunk_states) < 1:
+            raise ValueError(
+                "steps, max_steps, prompts_per_step, inner_steps and chunk_states must be >= 1"
+            )
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             raise ValueError("need lr > 0, weight_decay >= 0, grad_clip > 0 and warmup_steps >= 0")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if min(self.eval_every, self.checkpoint_every, self.threads, self.val_n) < 1:
             raise ValueError("eval_every, checkpoint_every, threads and val_n must be >= 1")
+
+    @property
+    def rollout_rounds(self) -> int:
+        """How many rollout batches the run makes."""
+        if self.max_steps is not None:
+            return math.ceil(self.max_steps / self.inner_steps)
+        return self.steps if self.steps is not None else DEFAULT_ROUNDS
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.optimizer_steps_before(self.rollout_rounds)
+
+    def optimizer_steps_before(self, round_: int) -> int:
+        """Optimiser steps taken by the first `round_` rollout rounds."""
+        done = round_ * self.inner_steps
+        return done if self.max_steps is None else min(done, self.max_steps)
+
+    def inner_steps_in(self, round_: int) -> int:
+        """Optimiser steps of rollout round `round_` (0-based): the last round of a max_steps
+        budget stops at max_steps, like TRL."""
+        return self.optimizer_steps_before(round_ + 1) - self.optimizer_steps_before(round_)
+
+    def lr_at(self, round_: int, optimizer_step: int) -> float:
+        """Learning rate of an optimiser step (0-based counts), warm-up in the budget's unit."""
+        progress = optimizer_step if self.max_steps is not None else round_
+        return self.lr * min(1.0, (progress + 1) / max(1, self.warmup_steps))
+
+    def run_config(self) -> dict:
+        """The settings recorded with a run and compared on --resume. Without max_steps it is
+        the dict earlier versions wrote (steps filled in, no max_steps key), so their run
+        directories still resume."""
+        out = to_dict(self)
+        if self.max_steps is None:
+            out["steps"] = self.rollout_rounds
+            del out["max_steps"]
+        return out
+
+
+DEFAULT_ROUNDS = 100  # rollout rounds when a config gives neither steps nor max_steps
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool) -> torch.Tensor:
@@ -166,10 +232,30 @@ class UpdateStats:
     ratio_first: float = 1.0
 
 
+def step_weights(item: torch.Tensor, n_items: int, aggregation: str) -> torch.Tensor:
+    """[N] the weight of each state's term in the loss: 1 / n_items under "sum" (a trajectory's
+    steps add up, trajectories are averaged), and further / its trajectory's step count under
+    "mean". Every per-step term uses it, the regulariser's included."""
+    if aggregation == "mean":
+        steps_per_item = per_item_sum(torch.ones(len(item), device=item.device), item, n_items)
+        return 1.0 / (steps_per_item[item] * n_items)
+    return torch.full((len(item),), 1.0 / n_items, device=item.device)
+
+
 def update(
-    net, opt, states: States, adv: torch.Tensor, ref: Reference, cfg: UPOConfig, sync
+    net,
+    opt,
+    states: States,
+    adv: torch.Tensor,
+    ref: Reference,
+    cfg: UPOConfig,
+    sync,
+    lrs: list[float] | None = None,
 ) -> UpdateStats:
     """The mu inner optimiser steps on one rollout batch (cached states only: no MDM calls).
+
+    `lrs`: the learning rate of each inner step, and so how many there are (the last round of a
+    max_steps budget may take fewer); None: cfg.inner_steps steps at the optimiser's rate.
 
     States are walked item-major and chunked at trajectory boundaries, so every chunk's forward
     pass also gives the whole-trajectory log-probs the KL estimator needs: one pass over the
@@ -182,18 +268,16 @@ def update(
     # features are the bulk of memory (GBs for an LLM), and a second full copy would double it.
     order = torch.argsort(states.item, stable=True)
     bounds = [order[b] for b in trajectory_chunks(states.item[order], n_items, cfg.chunk_states)]
-    steps_per_item = per_item_sum(
-        torch.ones(len(states), device=states.item.device), states.item, n_items
-    )
     kl = ref.regulariser == "kl" and cfg.beta > 0
     old = torch.empty(len(states), device=states.item.device)
-    if cfg.step_aggregation == "mean":
-        weight = 1.0 / (steps_per_item[states.item] * n_items)
-    else:
-        weight = torch.full((len(states),), 1.0 / n_items, device=states.item.device)
+    weight = step_weights(states.item, n_items, cfg.step_aggregation)
     ref_traj = per_item_sum(states.ref_logp, states.item, n_items)
     stats = UpdateStats()
-    for inner in range(cfg.inner_steps):
+    n_inner = cfg.inner_steps if lrs is None else len(lrs)
+    for inner in range(n_inner):
+        if lrs is not None:
+            for group in opt.param_groups:
+                group["lr"] = lrs[inner]
         opt.zero_grad(set_to_none=True)
         total, clipped, reg_value, ent, agree = 0.0, 0.0, 0.0, 0.0, 0.0
         for k, idx in enumerate(bounds):
@@ -214,12 +298,13 @@ def update(
                 # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau),
                 # with w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. The chunk
                 # holds whole trajectories, so its own pass gives log g(tau); at the first inner
-                # step new = old and w = 1 exactly.
+                # step new = old and w = 1 exactly. grad log g(tau) is a sum of per-step terms,
+                # weighted like the policy gradient's (divided by the step count under "mean").
                 new_traj = per_item_sum(new.detach(), s.item, n_items)
                 old_traj = per_item_sum(old[idx], s.item, n_items)
                 w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
-                kl_coef = w * (1 + new_traj - ref_traj) / n_items
-                loss = loss + cfg.beta * (kl_coef[s.item] * new).sum()
+                kl_coef = w * (1 + new_traj - ref_traj)
+                loss = loss + cfg.beta * (kl_coef[s.item] * new * weight[idx]).sum()
             loss.backward()
             total += float(loss.detach())
             clipped += float(((ratio - 1).abs() > cfg.clip_eps).float().sum())
@@ -241,7 +326,7 @@ def update(
                 # KL(g_old || g_ref) estimate
                 reg_value = float((per_item_sum(old, states.item, n_items) - ref_traj).mean())
             stats.reg = reg_value
-        stats.clip_frac += clipped / max(len(states), 1) / cfg.inner_steps
+        stats.clip_frac += clipped / max(len(states), 1) / n_inner
     return stats
 
 
@@ -312,6 +397,23 @@ class Distributed:
             self.dist.destroy_process_group()
 
 
+def check_prompt_split(prompts_per_step: int, world: int) -> None:
+    """Each process decodes its share of a round's prompts (prompts[rank::world]): a process
+    with none would have no trajectories to average its loss over. An uneven share still runs,
+    but the processes' gradients are averaged with equal weight, so it is said."""
+    if prompts_per_step < world:
+        raise UpoError(
+            f"prompts_per_step {prompts_per_step} is smaller than the {world} processes; "
+            f"use a multiple of {world} or fewer processes"
+        )
+    if prompts_per_step % world:
+        print(
+            f"upo: warning: prompts_per_step {prompts_per_step} does not split evenly over "
+            f"{world} processes; trajectories on processes with fewer prompts weigh more",
+            file=sys.stderr,
+        )
+
+
 def load_split(task, path: str, what: str):
     if hasattr(task, "bind"):  # a text task: its loader says what to download when missing
         return task.load(path)
@@ -349,10 +451,7 @@ def train_upo(
 ) -> dict:
     out_dir = Path(out_dir)
     dist = Distributed()
-    if cfg.prompts_per_step < dist.world:
-        raise UpoError(
-            f"prompts_per_step {cfg.prompts_per_step} is smaller than the {dist.world} processes"
-        )
+    check_prompt_split(cfg.prompts_per_step, dist.world)
     torch.set_num_threads(cfg.threads)
     task = get_task(cfg.task, cfg.task_options or None)
     options = dict(cfg.mdm_options)
@@ -383,7 +482,7 @@ def train_upo(
     # Everything a run can be refused for is checked before prepare_run_dir creates --out.
     open_reporter = reporter_opener(report_to) if dist.main else None
     start = 0
-    finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
+    finished = prepare_run_dir(out_dir, cfg.run_config(), resume)
     if finished is not None:
         print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
         return finished
@@ -403,7 +502,7 @@ def train_upo(
         if dist.main
         else None
     )
-    reporter = open_reporter(out_dir, to_dict(cfg)) if open_reporter else None
+    reporter = open_reporter(out_dir, cfg.run_config()) if open_reporter else None
     baseline = None
     if val is not None and dist.main:
         baseline = evaluate_on(mdm, task, val, make_rule("confidence")).solve_rate
@@ -424,7 +523,8 @@ def train_upo(
             "task": cfg.task,
             "command": command,
             "commit": git_commit(),
-            "steps": step,
+            "steps": step,  # rollout rounds, the unit --resume counts in
+            "optimizer_steps": cfg.optimizer_steps_before(step),
             "complete": complete,
             "mdm": cfg.mdm,
             "train_data": cfg.train_data,
@@ -432,20 +532,21 @@ def train_upo(
             **extra_meta,
         }
         train_state = {} if complete else {"optimizer": opt, "train_state": {"step": step}}
-        save_policy(out_dir, net, fingerprint, meta, train_config=to_dict(cfg), **train_state)
+        save_policy(out_dir, net, fingerprint, meta, train_config=cfg.run_config(), **train_state)
 
     sampler = LearnedPolicy(net, mdm.mask_id, temperature=cfg.temperature, greedy=False)
+    rounds = cfg.rollout_rounds
     bar = tqdm(
-        range(start, cfg.steps),
+        range(start, rounds),
         initial=start,
-        total=cfg.steps,
-        desc="upo train",
+        total=rounds,
+        desc="upo train (rollout rounds)",
         file=sys.stderr,
         disable=not dist.main,
     )
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    for step in bar:  # `step` counts rollout rounds
+        first_opt = cfg.optimizer_steps_before(step)
+        lrs = [cfg.lr_at(step, first_opt + i) for i in range(cfg.inner_steps_in(step))]
         rng = np.random.default_rng([cfg.seed, step])
         prompts = rng.choice(len(train), size=cfg.prompts_per_step, replace=False)
         prompts = prompts[dist.rank :: dist.world]
@@ -481,11 +582,13 @@ def train_upo(
         adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
         net.train()
         t1 = time.perf_counter()
-        stats = update(net, opt, states, adv, ref, cfg, dist.sync_grads)
+        stats = update(net, opt, states, adv, ref, cfg, dist.sync_grads, lrs)
         t_update = time.perf_counter() - t1
         grouped = rewards.view(-1, cfg.group_size)
         record = {
-            "step": step + 1,
+            "step": step + 1,  # rollout round; metrics.jsonl is truncated by it on --resume
+            "rollout_round": step + 1,
+            "optimizer_step": cfg.optimizer_steps_before(step + 1),
             "reward_mean": dist.mean(float(rewards.mean())),
             "reward_std": dist.mean(float(rewards.std())),
             "solved_mean": dist.mean(float(task.solved(batch, outputs).mean())),
@@ -500,10 +603,10 @@ def train_upo(
             "mdm_forwards": int(traj.nfe.sum()),
             "seconds_rollout": round(t_rollout, 3),
             "seconds_update": round(t_update, 3),
-            "lr": opt.param_groups[0]["lr"],
+            "lr": lrs[-1],  # the rate of the round's last optimiser step
         }
         done = step + 1
-        if val is not None and dist.main and (done % cfg.eval_every == 0 or done == cfg.steps):
+        if val is not None and dist.main and (done % cfg.eval_every == 0 or done == rounds):
             net.eval()
             greedy = LearnedPolicy(net, mdm.mask_id, greedy=True)
             res = evaluate_on(mdm, task, val, greedy)
@@ -523,13 +626,13 @@ def train_upo(
                 solved=f"{record['solved_mean']:.2f}",
                 agree=f"{record['ref_agreement']:.2f}",
             )
-        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+        if done % cfg.checkpoint_every == 0 and done < rounds:
             checkpoint(done, complete=False)
         dist.barrier()
     sums = dist.checksums(net)
     extra_meta["replica_checksums"] = sums
     extra_meta["replicas_identical"] = len(set(sums)) == 1
-    checkpoint(cfg.steps, complete=True)
+    checkpoint(rounds, complete=True)
     dist.barrier()
     dist.close()
     if reporter is not None:

@@ -8,7 +8,15 @@ from ..errors import UpoError
 from ..policies.base import Policy
 from ..policies.rules import make_rule
 
-REFERENCE_NAMES = ["confidence", "margin", "entropy", "softmax:TAU", "topk:K", "none"]
+REFERENCE_NAMES = [
+    "confidence",
+    "margin",
+    "entropy",
+    "softmax:TAU",
+    "softmax-vocab:TAU",
+    "topk:K",
+    "none",
+]
 
 
 @dataclass
@@ -37,7 +45,8 @@ def _make_reference(name: str) -> Reference:
     if base in ("confidence", "margin", "entropy") and not arg:
         # One-hot references: KL to them is infinite off their choice, so use cross-entropy.
         return Reference(name, make_rule(name), "ce", None)
-    if base == "softmax":
+    if base in ("softmax", "softmax-vocab"):
+        # Stochastic rules with full support on the candidates: KL is finite, use it.
         return Reference(name, make_rule(name), "kl", None)
     if base in ("topk", "topk-random"):
         try:

@@ -10,6 +10,8 @@ import re
 from collections import Counter
 from fractions import Fraction
 
+from ...errors import UpoError
+from .data import field
 from .extract import answer_tag
 
 _TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
@@ -117,3 +119,23 @@ def check(text: str, numbers: list[int], target: int) -> bool:
     except BadExpression:
         return False
     return Counter(used) == Counter(numbers) and value == target
+
+
+def record_numbers(row: dict, source, index: int) -> tuple[list[int], int]:
+    """(numbers, target) of one data record. Two layouts: `nums` (or `numbers`) and `target`, as
+    in Jiayi-Pan/Countdown-Tasks-3to4; or the UPO paper's files, `input` the numbers as one
+    comma-separated string ("30,100,93") and `output` the target ("23")."""
+    if any(row.get(name) is not None for name in ("nums", "numbers", "target")):
+        nums = field(row, ("nums", "numbers"), source, index)
+        target = field(row, ("target",), source, index)
+    else:
+        nums = field(row, ("input",), source, index)
+        target = field(row, ("output",), source, index)
+        if isinstance(nums, str):
+            nums = [x for x in nums.split(",") if x.strip()]
+    try:
+        return [int(x) for x in nums], int(target)
+    except (TypeError, ValueError):
+        raise UpoError(
+            f"{source}: record {index + 1}: the numbers and the target must be integers"
+        ) from None

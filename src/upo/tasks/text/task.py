@@ -228,15 +228,7 @@ class Countdown(TextTask):
     def items(self, records, source):
         out = []
         for i, row in enumerate(records):
-            nums = record_field(row, ("nums", "numbers"), source, i)
-            target = record_field(row, ("target",), source, i)
-            try:
-                nums = [int(x) for x in nums]
-                target = int(target)
-            except (TypeError, ValueError):
-                raise UpoError(
-                    f"{source}: record {i + 1}: nums and target must be integers"
-                ) from None
+            nums, target = countdown.record_numbers(row, source, i)
             prompt = (
                 f"Using the numbers {nums}, create an equation that equals {target}. Use +, -, * "
                 "and / and each number exactly once. Put only the expression inside "
