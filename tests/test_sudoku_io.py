@@ -179,6 +179,42 @@ def test_check_unique_only_when_asked_for_files_with_solutions(tmp_path):
     assert "line 1: puzzle has more than one solution" in load_error(path, check_unique=True)
 
 
+# "1" + 15 blanks: the stated solution A4 is one of many completions.
+SEVERAL = "1" + "0" * 15
+
+
+def test_several_solutions_are_counted_through_the_whole_file(tmp_path):
+    lines = [GOOD, row(SEVERAL), GOOD, row(SEVERAL), row(SEVERAL)]
+    path = write(tmp_path, "x.jsonl", "\n".join(lines) + "\n")
+    message = load_error(path, check_unique=True)
+    assert message == (
+        f"{path}: line 2: puzzle has more than one solution (3 of 5 puzzles do; upo's sudoku4 "
+        "needs unique puzzles; the UPO paper's protocol, --task sudoku4-paper, scores them "
+        "against the given Solution)"
+    )
+    data = load_puzzles(path, check_unique=True, skip_invalid=True)
+    assert len(data) == 2 and data.skipped == 3
+    assert (data.multiple, data.first_multiple) == (3, 2)
+    # Plain text states no solution, so the paper's protocol is no way out there.
+    path = write(tmp_path, "x.txt", P4 + "\n" + SEVERAL + "\n")
+    assert load_error(path).endswith("(1 of 2 puzzles do; upo's sudoku4 needs unique puzzles)")
+
+
+def test_allow_multiple_keeps_the_stated_solution(tmp_path):
+    path = write(tmp_path, "x.jsonl", jsonl([{"puzzle": P4, "solution": A4}] * 2))
+    path.write_text(path.read_text() + row(SEVERAL) + "\n")
+    data = load_puzzles(path, check_unique=True, allow_multiple=True)
+    assert len(data) == 3 and data.skipped == 0
+    assert (data.multiple, data.first_multiple) == (1, 3)
+    assert decode(data.solutions[2]) == A4
+    unique = load_puzzles(write(tmp_path, "u.jsonl", GOOD + "\n"), allow_multiple=True)
+    assert (unique.multiple, unique.first_multiple) == (0, None)
+    # Without a stated solution there is nothing to keep.
+    path = write(tmp_path, "x.txt", SEVERAL + "\n")
+    message = load_error(path, allow_multiple=True)
+    assert "line 1: puzzle has more than one solution and the line gives none to keep" in message
+
+
 def test_length_must_match_given_spec_or_a_known_size(tmp_path):
     path = write(tmp_path, "p.txt", P4 + "\n")
     assert "line 1: puzzle has 16 characters, expected 81" in load_error(path, spec=S9)

@@ -16,6 +16,9 @@ MAX_BLANKS = {"sudoku4": 12, "sudoku6": 28, "sudoku9": 64}
 # Consecutive draws without a new puzzle before `data make` gives up: far more than normal runs
 # need (about 0.3% of 9x9 draws reach 60 blanks), yet it stops an impossible request.
 MAX_ATTEMPTS = 5000
+# Text tasks whose data are 4x4 puzzle files, by the grid they hold. Both score a completion
+# against the file's Solution, so unlike the grid tasks they accept puzzles with several solutions.
+TEXT_PUZZLE_TASKS = {"sudoku4-paper": "sudoku4", "sudoku4-text": "sudoku4"}
 
 
 def parse_blanks(text: str, task: str) -> tuple[int, int]:
@@ -165,11 +168,26 @@ def cmd_data_make(args) -> int:
     return 0
 
 
+def _several_solutions_note(data) -> str:
+    """What a text task's check says about puzzles with more than one solution."""
+    if not data.multiple:
+        return "; none has more than one solution"
+    verb = "has" if data.multiple == 1 else "have"
+    return (
+        f"; {data.multiple} {verb} more than one solution (first: line {data.first_multiple}): "
+        "cell accuracy against the given Solution undercounts them, solve_rate counts any valid "
+        "completion"
+    )
+
+
 def cmd_data_check(args) -> int:
     from tqdm import tqdm
 
-    from .tasks.registry import OTHER_TASKS, get_task
+    from .tasks.registry import OTHER_TASKS, TASK_NAMES, TEXT_TASK_NAMES, get_task
 
+    if args.task in TEXT_TASK_NAMES and args.task not in TEXT_PUZZLE_TASKS:
+        checked = ", ".join([*TASK_NAMES, *TEXT_PUZZLE_TASKS])
+        raise UpoError(f"data check does not validate {args.task} files; it checks {checked}")
     other = args.task if args.task in OTHER_TASKS else None
     if args.task is None:
         other = _task_named_in_file(args.file)
@@ -179,7 +197,9 @@ def cmd_data_check(args) -> int:
     from .tasks.sudoku.grid import SPECS
     from .tasks.sudoku.io import load_puzzles
 
-    spec = SPECS[args.task] if args.task else None
+    text_task = args.task in TEXT_PUZZLE_TASKS
+    grid = TEXT_PUZZLE_TASKS.get(args.task, args.task)
+    spec = SPECS[grid] if grid else None
     # Proving uniqueness is a solver call per line: show progress for big files on a terminal
     # (disable=None), but keep stderr to the one error line when it is captured.
     bar = tqdm(
@@ -187,9 +207,17 @@ def cmd_data_check(args) -> int:
     )
     with bar:
         data = load_puzzles(
-            args.file, spec, skip_invalid=args.skip_invalid, check_unique=True, progress=bar.update
+            args.file,
+            spec,
+            skip_invalid=args.skip_invalid,
+            check_unique=True,
+            progress=bar.update,
+            allow_multiple=text_task,
         )
-    line = f"{args.file}: {len(data)} valid puzzles ({_blank_stats(data.blanks)}); {data.spec.name}"
+    name = args.task if text_task else data.spec.name
+    line = f"{args.file}: {len(data)} valid puzzles ({_blank_stats(data.blanks)}); {name}"
+    if text_task:
+        line += _several_solutions_note(data)
     if args.skip_invalid:
         line += f"; {data.skipped} invalid lines skipped"
         if data.errors:
@@ -199,7 +227,7 @@ def cmd_data_check(args) -> int:
 
 
 def register(sub) -> None:
-    from .tasks.registry import TASK_NAMES
+    from .tasks.registry import TASK_NAMES, TEXT_TASK_NAMES
 
     tasks = TASK_NAMES
     data = sub.add_parser("data", help="generate and check puzzle files")
@@ -245,10 +273,17 @@ def register(sub) -> None:
         "check",
         help="validate a puzzle file; names the first bad line and why",
         description="Validate a puzzle file (JSONL, CSV or plain text), proving every puzzle has "
-        "exactly one solution. Exit 0 when valid, else one error line and exit 2.",
+        "exactly one solution. Exit 0 when valid, else one error line and exit 2. With --task "
+        "sudoku4-paper or sudoku4-text, puzzles with several solutions are accepted and counted, "
+        "since those tasks score against the file's Solution.",
     )
     p.add_argument("file")
-    p.add_argument("--task", choices=tasks, help="expected task (default: from the first line)")
+    # Text tasks are choices too, so that the ones data check cannot validate get a clear error.
+    p.add_argument(
+        "--task",
+        choices=tasks + TEXT_TASK_NAMES,
+        help="expected task (default: from the first line)",
+    )
     p.add_argument(
         "--skip-invalid", action="store_true", help="count bad lines instead of failing on them"
     )

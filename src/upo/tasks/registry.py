@@ -21,7 +21,7 @@ OTHER_TASKS = {
 TASK_NAMES = sorted([*SPECS, *OTHER_TASKS])
 # Text benchmarks for Hugging Face MDMs (no `upo data make`: their data is downloaded); bind
 # them to an MDM (task.bind(mdm)) before use.
-TEXT_TASK_NAMES = ["countdown", "gsm8k", "math500", "sudoku4-text"]
+TEXT_TASK_NAMES = ["countdown", "gsm8k", "math500", "sudoku4-paper", "sudoku4-text"]
 
 
 def get_task(name: str, options: dict | None = None):

@@ -8,7 +8,9 @@ Formats (detected from the content, with the extension as a tie-breaker):
 
 Every bad input is a UpoError naming the file, the line and the reason, so `upo data check` and
 every command that reads data report problems the same way. Line numbers count from 1 and include
-header and blank lines, so they match what an editor shows.
+header and blank lines, so they match what an editor shows. The one exception to stopping at the
+first bad line: puzzles with several solutions are counted through the whole file first, since a
+file that has some (the UPO paper's 4x4 test set) usually has many.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class LoadResult:
     spec: SudokuSpec
     format: str = "jsonl"
     errors: list[str] = field(default_factory=list)  # messages of the skipped lines
+    # Puzzles with more than one solution found while proving uniqueness (accepted with
+    # `allow_multiple`, else skipped or refused), and the line of the first.
+    multiple: int = 0
+    first_multiple: int | None = None
 
     def __len__(self) -> int:
         return len(self.puzzles)
@@ -53,6 +59,10 @@ class LoadResult:
 
 class _BadLine(Exception):
     """A problem with one line; turned into a UpoError (or a skip) by the caller."""
+
+
+class _SeveralSolutions(_BadLine):
+    """A puzzle with more than one solution where only unique puzzles are accepted."""
 
 
 def _clashes(spec: SudokuSpec, tokens: np.ndarray) -> list[tuple[str, int, int]]:
@@ -122,9 +132,15 @@ def _record(fmt: str, line: str, columns: tuple[int, int, int] | None) -> tuple[
 
 
 def _check(
-    puzzle_text: str, solution_text: str | None, spec: SudokuSpec, check_unique: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate one record; returns (puzzle, solution) tokens or raises _BadLine with the reason."""
+    puzzle_text: str,
+    solution_text: str | None,
+    spec: SudokuSpec,
+    check_unique: bool,
+    allow_multiple: bool = False,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate one record; returns (puzzle, solution, has several solutions) or raises _BadLine
+    with the reason. Several solutions are a _SeveralSolutions error unless `allow_multiple` and
+    the record gives the solution to keep."""
     try:
         puzzle = parse_chars(puzzle_text, spec, "puzzle", allow_blank=True)
     except ValueError as err:
@@ -134,29 +150,54 @@ def _check(
         raise _BadLine(f"puzzle's givens break the rules: {_conflict_text(found)}")
     solution = None
     if solution_text is not None:
-        try:
-            solution = parse_chars(solution_text, spec, "solution", allow_blank=False)
-        except ValueError as err:
-            raise _BadLine(str(err)) from None
-        found = _clashes(spec, solution)
-        if found:  # complete with no repeats means valid, so conflicts explain any invalid grid
-            raise _BadLine(f"solution is not a valid grid: {_conflict_text(found)}")
-        differ = np.flatnonzero((puzzle != MASK) & (puzzle != solution))
-        if differ.size:
-            cell = int(differ[0])
-            raise _BadLine(
-                f"solution contradicts the puzzle at row {cell // spec.n + 1}, column "
-                f"{cell % spec.n + 1} (puzzle gives {puzzle[cell]}, solution has {solution[cell]})"
-            )
+        solution = _check_solution(solution_text, puzzle, spec)
+    several = False
     if solution is None or check_unique:
         found_solutions = solve(spec, puzzle, limit=2)
         if not found_solutions:
             raise _BadLine("puzzle has no solution")
-        if len(found_solutions) > 1:
-            raise _BadLine("puzzle has more than one solution")
+        several = len(found_solutions) > 1
+        if several and solution is None and allow_multiple:
+            raise _BadLine("puzzle has more than one solution and the line gives none to keep")
+        if several and not allow_multiple:
+            raise _SeveralSolutions("puzzle has more than one solution")
         # A valid solution that keeps the givens of a unique puzzle is that puzzle's solution.
         solution = found_solutions[0] if solution is None else solution
-    return puzzle, solution
+    return puzzle, solution, several
+
+
+def _check_solution(solution_text: str, puzzle: np.ndarray, spec: SudokuSpec) -> np.ndarray:
+    """The stated solution's tokens, once it is a valid grid that keeps the puzzle's givens."""
+    try:
+        solution = parse_chars(solution_text, spec, "solution", allow_blank=False)
+    except ValueError as err:
+        raise _BadLine(str(err)) from None
+    found = _clashes(spec, solution)
+    if found:  # complete with no repeats means valid, so conflicts explain any invalid grid
+        raise _BadLine(f"solution is not a valid grid: {_conflict_text(found)}")
+    differ = np.flatnonzero((puzzle != MASK) & (puzzle != solution))
+    if differ.size:
+        cell = int(differ[0])
+        raise _BadLine(
+            f"solution contradicts the puzzle at row {cell // spec.n + 1}, column "
+            f"{cell % spec.n + 1} (puzzle gives {puzzle[cell]}, solution has {solution[cell]})"
+        )
+    return solution
+
+
+def _several_solutions_error(
+    path: Path, spec: SudokuSpec, fmt: str, lines: list[int], total: int
+) -> UpoError:
+    """One line for a file refused for puzzles with several solutions: how many, and the first."""
+    why = f"{len(lines)} of {total} puzzles do; upo's {spec.name} needs unique puzzles"
+    if spec.name == "sudoku4" and fmt != "text":
+        # Such files come from the UPO paper, whose 4x4 test set has many; its protocol scores
+        # them against the given Solution instead.
+        why += (
+            "; the UPO paper's protocol, --task sudoku4-paper, scores them against the given "
+            "Solution"
+        )
+    return UpoError(f"{path}: line {lines[0]}: puzzle has more than one solution ({why})")
 
 
 def load_puzzles(
@@ -165,6 +206,7 @@ def load_puzzles(
     skip_invalid: bool = False,
     check_unique: bool = False,
     progress: Callable[[int], object] | None = None,
+    allow_multiple: bool = False,
 ) -> LoadResult:
     """Read and validate a puzzle file (see the module docstring for the formats).
 
@@ -172,6 +214,10 @@ def load_puzzles(
     solved, which proves them unique; other formats are proved unique only when `check_unique`.
     With `skip_invalid`, bad lines are counted in `skipped` (and described in `errors`) instead of
     raising. `progress(k)` is called after every k data lines, for progress bars on big files.
+
+    Puzzles found to have several solutions are counted in `multiple`. With `allow_multiple` they
+    are kept with their stated solution; otherwise they are skipped with `skip_invalid`, or the
+    whole file is read before one error names the first and counts them all.
     """
     path = Path(path)
     lines = read_lines(path, "puzzles")
@@ -187,6 +233,7 @@ def load_puzzles(
             raise UpoError(f"{path}: CSV file has a header but no puzzles")
 
     puzzles, solutions, errors = [], [], []
+    several_lines: list[int] = []  # lines whose puzzle has more than one solution
     for no, line in lines:
         try:
             puzzle_text, solution_text = _record(fmt, line, columns)
@@ -198,7 +245,13 @@ def load_puzzles(
                     raise _BadLine(
                         f"puzzle has {len(puzzle_text)} characters, expected one of {sizes}"
                     ) from None
-            puzzle, solution = _check(puzzle_text, solution_text, spec, check_unique)
+            puzzle, solution, several = _check(
+                puzzle_text, solution_text, spec, check_unique, allow_multiple
+            )
+        except _SeveralSolutions as err:
+            several_lines.append(no)
+            if skip_invalid:
+                errors.append(f"{path}: line {no}: {err}")
         except _BadLine as err:
             message = f"{path}: line {no}: {err}"
             if not skip_invalid:
@@ -207,9 +260,14 @@ def load_puzzles(
         else:
             puzzles.append(puzzle)
             solutions.append(solution)
+            if several:
+                several_lines.append(no)
         if progress is not None:
             progress(1)
 
+    if several_lines and not (allow_multiple or skip_invalid):
+        total = len(puzzles) + len(several_lines)  # every other line was valid, or we raised
+        raise _several_solutions_error(path, spec, fmt, several_lines, total)
     if not puzzles:
         first = errors[0].removeprefix(f"{path}: ")
         raise UpoError(f"{path}: no valid puzzles ({len(errors)} bad lines; first: {first})")
@@ -220,6 +278,8 @@ def load_puzzles(
         spec=spec,
         format=fmt,
         errors=errors,
+        multiple=len(several_lines),
+        first_multiple=several_lines[0] if several_lines else None,
     )
 
 

@@ -1,0 +1,206 @@
+"""4x4 Sudoku exactly as the UPO paper's code poses it to LLaDA (task `sudoku4-paper`).
+
+The paper's protocol (github chunsanHong/UPO, data_utils.py and upo_trainer.py), restated:
+- one user turn through the chat template: an instruction block, then "Solve the following
+  Sudoku puzzle:" and the grid as four lines of four characters, a space for each blank;
+- after the assistant header, a FIXED answer template: "\\n<answer>\\n" + the four rows +
+  "</answer>" + end-of-turn, where each row holds the given digits as text and one mask token at
+  each blank, and nowhere else: the model writes only the blanks;
+- one blank revealed per step (as many steps as blanks), no semi-autoregressive blocks, the
+  token the MDM's argmax;
+- reward and metric: the fraction of blanks equal to the given Solution (digits read from the
+  <answer> span in row order, padded or cut to 16), averaged over puzzles.
+
+upo also reports the valid-completion rate (`solved`): some puzzles of the paper's test file have
+several solutions, and a valid completion that differs from the given Solution scores below 1 in
+cell accuracy (`upo data check FILE --task sudoku4-paper` counts them).
+
+`sudoku4-text` is the free-form, d1-style variant: the model writes the whole answer itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import UpoError
+from ..base import Batch
+from .data import field as record_field
+from .task import TextTask
+
+# The paper's instruction block, word for word (its typos "raw" and "Firth" included), since the
+# frozen model's answers depend on the exact prompt.
+PAPER_INSTRUCTIONS = """
+Please solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading left-to-right, top-to-bottom, where ' ' represents empty cells.
+
+Rules:
+- Fill empty cells with digits 1-4
+- Each row must contain digits 1-4 exactly once
+- Each column must contain digits 1-4 exactly once
+- Each 2x2 box must contain digits 1-4 exactly once
+
+Important: Your solution must be a COMPLETE 16-character string with only the digits 1-4, representing your final solved grid. Never leave it as ' '.
+
+Respond in this exact format:
+<answer>
+[First raw of 4-character solution]
+[Second raw of 4-character solution]
+[Third raw of 4-character solution]
+[Firth raw of 4-character solution]
+</answer>
+"""
+END_OF_TURN = "<|eot_id|>"
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def grid_lines(puzzle: str, blank: str) -> str:
+    """ "\\nr1\\nr2\\nr3\\nr4\\n" with `blank` for each 0."""
+    rows = [puzzle[i : i + 4].replace("0", blank) for i in range(0, 16, 4)]
+    return "\n" + "\n".join(rows) + "\n"
+
+
+def user_prompt(puzzle: str, instructions: str = PAPER_INSTRUCTIONS) -> str:
+    return f"{instructions}\n\nSolve the following Sudoku puzzle: {grid_lines(puzzle, ' ')}\n"
+
+
+def answer_template(puzzle: str, mask_token: str, end_of_turn: str) -> str:
+    return f"\n<answer>{grid_lines(puzzle, mask_token)}</answer>{end_of_turn}"
+
+
+def answer_digits(text: str) -> str:
+    """The paper's reading of an answer: the digits inside the last <answer>...</answer>, padded
+    with 0 or cut to 16."""
+    found = ANSWER.findall(text)
+    if not found:
+        return "0" * 16
+    digits = "".join(c for c in found[-1].strip() if c.isdigit())
+    return (digits + "0" * 16)[:16]
+
+
+def blank_accuracy(digits: str, puzzle: str, solution: str) -> float:
+    blanks = [i for i, c in enumerate(puzzle) if c == "0"]
+    if not blanks:
+        return 0.0  # as the paper's reward: a puzzle with no blanks scores 0
+    return sum(digits[i] == solution[i] for i in blanks) / len(blanks)
+
+
+@dataclass
+class Sudoku4Paper(TextTask):
+    """The paper's 4x4 protocol: its prompt, its fixed answer template, masks only at blanks."""
+
+    name: str = "sudoku4-paper"
+    gen_length: int = 16  # not used: the answer positions are the blanks of the template
+    block_length: int | None = None  # one block: any blank may be revealed at any step
+    chat: bool = True
+    # The instruction block before the puzzle; None: the paper's, word for word. Only for
+    # models trained here (the CPU toy pipeline trains on a one-line instruction).
+    instructions: str | None = None
+
+    def items(self, records, source):
+        out = []
+        for i, row in enumerate(records):
+            puzzle = str(record_field(row, ("Puzzle", "puzzle", "quizzes"), source, i)).strip()
+            solution = str(record_field(row, ("Solution", "solution", "solutions"), source, i))
+            solution = solution.strip()
+            if not (len(puzzle) == len(solution) == 16 and (puzzle + solution).isdigit()):
+                raise UpoError(f"{source}: record {i + 1} is not a 16-digit 4x4 puzzle/solution")
+            prompt = user_prompt(
+                puzzle, PAPER_INSTRUCTIONS if self.instructions is None else self.instructions
+            )
+            out.append({"prompt": prompt, "puzzle": puzzle, "solution": solution})
+        return out
+
+    def _template_tokens(self) -> tuple[str, str]:
+        mask = getattr(self.tokenizer, "mask_token", None)
+        if not isinstance(mask, str) or self.tokenizer.convert_tokens_to_ids(mask) != self.mask_id:
+            raise UpoError(
+                f"{self.name}: the tokenizer has no mask token with id {self.mask_id}; the "
+                "paper's answer template writes it at every blank"
+            )
+        vocab = self.tokenizer.get_vocab()
+        eot = END_OF_TURN if END_OF_TURN in vocab else self.tokenizer.eos_token
+        return mask, eot or ""
+
+    def batch(self, items: list[dict]) -> Batch:
+        """Chat-templated prompt + the answer template, left-padded; mask tokens only at blanks.
+        meta["answer_tokens"]: the template's length, the span `answers` decodes."""
+        self._need_tokenizer()
+        if not items:
+            raise UpoError(f"{self.name}: no items")
+        mask, eot = self._template_tokens()
+        rows, meta = [], []
+        for it in items:
+            ids, n_answer = self._encode(it, it["puzzle"], mask, eot)
+            n_masks = sum(t == self.mask_id for t in ids)
+            if n_masks != it["puzzle"].count("0"):
+                raise UpoError(
+                    f"{self.name}: the prompt of puzzle {it['puzzle']} holds {n_masks} mask tokens "
+                    f"for {it['puzzle'].count('0')} blanks (does the prompt contain the mask token?)"
+                )
+            rows.append(ids)
+            meta.append({**it, "answer_tokens": n_answer})
+        return self._padded(rows, meta)
+
+    def _encode(self, item: dict, shown: str, mask: str, eot: str) -> tuple[list[int], int]:
+        """Token ids of prompt + template with `shown` in the template's cells (0 = mask), and
+        the template's length in tokens."""
+        prompt = self._chat_text(item["prompt"])
+        template = answer_template(shown, mask, eot)
+        ids = list(self.tokenizer(prompt + template, add_special_tokens=False)["input_ids"])
+        return ids, len(self.tokenizer(template, add_special_tokens=False)["input_ids"])
+
+    def filled(self, batch: Batch) -> np.ndarray:
+        """[B, L] the batch's tokens with each blank's mask replaced by the token of its digit in
+        the given solution: the targets of masked-diffusion training on this format. Needs a
+        tokenizer that writes a digit beside a mask as one token of its own."""
+        mask, eot = self._template_tokens()
+        out = batch.tokens.copy()
+        for row, item in enumerate(batch.meta):
+            ids, _ = self._encode(item, item["solution"], mask, eot)
+            masked = batch.tokens[row] == self.mask_id
+            start = len(out[row]) - len(ids)
+            if start < 0 or (np.asarray(ids) != batch.tokens[row, start:])[~masked[start:]].any():
+                raise UpoError(
+                    f"{self.name}: the tokenizer does not write each blank's digit as one token "
+                    "in place of its mask; training targets cannot be aligned"
+                )
+            out[row, start:] = ids
+        return out
+
+    def _padded(self, rows: list[list[int]], meta: list[dict]) -> Batch:
+        longest = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        tokens = np.full((len(rows), longest), pad, dtype=np.int64)
+        attention = np.zeros((len(rows), longest), dtype=bool)
+        for i, r in enumerate(rows):
+            tokens[i, longest - len(r) :] = r
+            attention[i, longest - len(r) :] = True
+        return Batch(tokens, np.full_like(tokens, -1), attention, meta)
+
+    def _chat_text(self, prompt: str) -> str:
+        if self.chat and getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": prompt}]
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        return prompt
+
+    def answers(self, batch: Batch, outputs: np.ndarray) -> list[str]:
+        self._need_tokenizer()
+        return [
+            self.tokenizer.decode(row[-m["answer_tokens"] :], skip_special_tokens=True)
+            for row, m in zip(outputs, batch.meta)
+        ]
+
+    def score(self, text, item):
+        from ..sudoku.grid import SPECS, solved_batch
+
+        digits = answer_digits(text)
+        cell = blank_accuracy(digits, item["puzzle"], item["solution"])
+        puzzle = np.array([int(c) for c in item["puzzle"]])
+        grid = np.array([int(c) for c in digits])
+        ok = bool(solved_batch(SPECS["sudoku4"], puzzle[None], grid[None])[0])
+        return ok, cell
