@@ -94,6 +94,80 @@ def grpo_two_steps(model_dir: Path, device, tmp: Path) -> dict:
     }
 
 
+def real_code_checks(device, tmp: Path) -> dict:
+    """The models' own code (../shared/reference-models, toy size, random weights) on the
+    device: LLaDA in bf16 with confidence="model" reproduces LLaDA's generate() token for token
+    (one prompt at a time), the padding probe passes, and Dream's padded rows equal each prompt
+    alone."""
+    from reference_models import REFERENCE_MODELS, llada_generate, model_dir
+    from upo.text_decode import encode_prompts, generate_tokens
+
+    if not (REFERENCE_MODELS / "llada" / "modeling_llada.py").is_file():
+        raise SystemExit(f"FAIL: real LLaDA/Dream code not found at {REFERENCE_MODELS}")
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    out = {"dtype": dtype}
+    llada = HFDenoiser.from_pretrained(
+        str(model_dir("llada", tmp, seed=1)), trust_remote_code=True, dtype=dtype,
+        device=device, confidence="model",
+    )  # fmt: skip
+    prompts = ["what is 2+2?", "hi", "count: 1 2 3 4 5 6 7 8 9"]
+    mismatches = 0
+    for gen_length, block_length, steps in [(16, 16, 16), (16, 8, 8), (32, 16, 8)]:
+        ours = generate_tokens(
+            llada, prompts, make_rule("confidence"), gen_length, block_length, steps, batch_size=1
+        )
+        for prompt, row in zip(prompts, ours):
+            ids = encode_prompts(llada.tokenizer, [prompt], gen_length, llada.mask_id)[0]
+            ids = torch.from_numpy(ids[:, :-gen_length]).to(device)
+            theirs = llada_generate(llada.model, ids, steps, gen_length, block_length)
+            mismatches += int(row.tolist() != theirs.cpu().tolist())
+    if mismatches or not llada.padding_exact:
+        raise SystemExit(
+            f"FAIL real LLaDA: {mismatches} decodes differ from generate(); padding probe "
+            f"{'passed' if llada.padding_exact else 'failed'} ({llada.padding_gap:.3f})"
+        )
+    out["llada_generate_conformance"] = "9 of 9 decodes equal"
+    out["llada_padding_gap"] = round(llada.padding_gap, 5)
+    dream = HFDenoiser.from_pretrained(
+        str(model_dir("dream", tmp, seed=1)), trust_remote_code=True, dtype=dtype, device=device
+    )
+    tokens, attention, _ = encode_prompts(dream.tokenizer, prompts, 8, dream.mask_id)
+    batched, _ = dream.forward(
+        torch.from_numpy(tokens).to(device), torch.from_numpy(attention).to(device)
+    )
+    worst = 0.0
+    for row, prompt in enumerate(prompts):
+        alone_ids = encode_prompts(dream.tokenizer, [prompt], 8, dream.mask_id)[0]
+        alone, _ = dream.forward(torch.from_numpy(alone_ids).to(device))
+        n = alone.shape[1]
+        a, b = batched[row, -n:][1:, : dream.mask_id], alone[0][1:, : dream.mask_id]
+        worst = max(worst, float((a.float() - b.float()).abs().max()))
+    out["dream_padded_vs_alone_max_logit_diff"] = worst
+    if not dream.padding_exact:
+        raise SystemExit(f"FAIL real Dream: padding probe failed ({dream.padding_gap:.3f})")
+    return out
+
+
+def toy_pipeline(device) -> dict:
+    """scripts/paper_pipeline_toy.sh in its fast form, the policy and evaluations on the device."""
+    import os
+    import subprocess
+
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    env = {**os.environ, "FAST": "1", "DEVICE": str(device), "DTYPE": dtype}
+    env["UPO"] = str(Path(sys.executable).parent / "upo")
+    start = time.perf_counter()
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "paper_pipeline_toy.sh")],
+        env={**env, "OUT": str(Path(tempfile.mkdtemp()) / "toy")},
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"FAIL toy pipeline: {run.stderr.strip().splitlines()[-1:]}")
+    return {"seconds": round(time.perf_counter() - start, 1), "dtype": dtype}
+
+
 def throughput(device, quick: bool) -> dict:
     """Forward passes and decoded positions per second of a ModernBERT-shaped masked LM."""
     from transformers import ModernBertConfig, ModernBertForMaskedLM
@@ -182,6 +256,10 @@ def main() -> int:
         print(f"ok text decoding: {answers}")
         summary["grpo"] = grpo_two_steps(model_dir, device, tmp)
         print(f"ok 2 GRPO steps: {summary['grpo']}")
+        summary["real_code"] = real_code_checks(device, tmp)
+        print(f"ok real LLaDA/Dream code: {summary['real_code']}")
+    summary["toy_pipeline"] = toy_pipeline(device)
+    print(f"ok toy paper pipeline: {summary['toy_pipeline']}")
     summary["throughput"] = throughput(device, quick=device.type != "cuda")
     print(f"ok throughput: {summary['throughput']}")
     summary["seconds_total"] = round(time.perf_counter() - t0, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from upo.config import load_config
+from upo.models.hf_train import HFMDMTrainConfig
 from upo.models.train import MDMTrainConfig
 from upo.rl.grpo import UPOConfig
 from upo.rl.pretrain import PretrainConfig
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 # Which command reads a recipe, by its file name; accelerate's own launcher configs are not ours.
 KINDS = (
+    ("hf-mdm-", HFMDMTrainConfig),
     ("mdm-", MDMTrainConfig),
     ("policy-pretrain-", PretrainConfig),
     ("upo-", UPOConfig),

@@ -24,6 +24,16 @@ def cmd_mdm_train(args) -> int:
     return 0
 
 
+def cmd_mdm_train_hf(args) -> int:
+    from .config import load_config
+    from .models.hf_train import HFMDMTrainConfig, train_hf_mdm
+
+    cfg = load_config(HFMDMTrainConfig, args.config, {"steps": args.steps, "threads": args.threads})
+    meta = train_hf_mdm(cfg, args.out, resume=args.resume, command=_command_line())
+    print(f"wrote {meta['model']}: {meta['steps']} steps, validation {meta['validation']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     from .io_utils import check_dir_target
@@ -55,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the config's steps")
     p.add_argument("--threads", type=int, help="override the config's torch threads")
     p.set_defaults(func=cmd_mdm_train)
+    p = mdm_sub.add_parser(
+        "train-hf",
+        help="train a Hugging Face MDM (its own code, e.g. LLaDA's) from random weights",
+        description="Train a Hugging Face MDM from a YAML config (model_code: a model directory "
+        "without weights) on a text task's format; writes OUT/model, a Hugging Face directory.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True, help="run directory (the model goes to OUT/model)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--steps", type=int, help="override the config's steps")
+    p.add_argument("--threads", type=int, help="override the config's torch threads")
+    p.set_defaults(func=cmd_mdm_train_hf)
 
     d = sub.add_parser(
         "demo", help="evaluate every rule and the shipped policy; write demo-report/"

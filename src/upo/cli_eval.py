@@ -16,7 +16,10 @@ HF_FLAGS = (
     "gen_length",
     "block_length",
     "no_chat",
+    "instructions",
     "show",
+    "confidence",
+    "allow_unpadded_batching",
 )
 
 
@@ -27,7 +30,23 @@ def add_hf_arguments(p) -> None:
     p.add_argument("--gen-length", type=int)
     p.add_argument("--block-length", type=int, help="0 = one block")
     p.add_argument("--no-chat", action="store_true", help="do not use the chat template")
+    p.add_argument(
+        "--instructions",
+        help="sudoku4-paper: the instruction block before the puzzle (default: the paper's)",
+    )
     p.add_argument("--show", type=int, default=0, help="print the first N answers per policy")
+    p.add_argument(
+        "--confidence",
+        choices=["float32", "model"],
+        help="model: confidences as LLaDA's generate() computes them (softmax in the model's "
+        "dtype, torch.topk ties), to reproduce its bf16 decodes exactly (use --batch-size 1); "
+        "default float32",
+    )
+    p.add_argument(
+        "--allow-unpadded-batching",
+        action="store_true",
+        help="batch prompts even if the padding probe finds that padding changes the logits",
+    )
 
 
 def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):

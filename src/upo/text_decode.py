@@ -212,11 +212,15 @@ def text_eval(args) -> int:
         options["block_length"] = args.block_length or None
     if args.no_chat:
         options["chat"] = False
+    if args.instructions is not None:
+        options["instructions"] = args.instructions
     mdm_options = {
         "trust_remote_code": args.trust_remote_code,
         "dtype": args.dtype or "auto",
         "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "mask_id": args.mask_id,
+        "confidence": args.confidence or "float32",
+        "allow_unpadded_batching": bool(args.allow_unpadded_batching),
     }
     mdm = load_mdm(args.mdm, options=mdm_options)
     task = get_task(args.task, options).bind(mdm)
