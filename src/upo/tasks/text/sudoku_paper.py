@@ -27,8 +27,7 @@ import numpy as np
 
 from ...errors import UpoError
 from ..base import Batch
-from .data import field as record_field
-from .task import TextTask
+from .task import TextTask, sudoku4_record
 
 # The paper's instruction block, word for word (its typos "raw" and "Firth" included), since the
 # frozen model's answers depend on the exact prompt.
@@ -101,11 +100,7 @@ class Sudoku4Paper(TextTask):
     def items(self, records, source):
         out = []
         for i, row in enumerate(records):
-            puzzle = str(record_field(row, ("Puzzle", "puzzle", "quizzes"), source, i)).strip()
-            solution = str(record_field(row, ("Solution", "solution", "solutions"), source, i))
-            solution = solution.strip()
-            if not (len(puzzle) == len(solution) == 16 and (puzzle + solution).isdigit()):
-                raise UpoError(f"{source}: record {i + 1} is not a 16-digit 4x4 puzzle/solution")
+            puzzle, solution = sudoku4_record(row, source, i)
             prompt = user_prompt(
                 puzzle, PAPER_INSTRUCTIONS if self.instructions is None else self.instructions
             )

@@ -177,6 +177,15 @@ class MATH500(TextTask):
         return ok, float(ok)
 
 
+def sudoku4_record(row: dict, source, index: int) -> tuple[str, str]:
+    """(puzzle, solution) of a 4x4 record: our JSONL's fields or the public CSV's columns."""
+    puzzle = str(record_field(row, ("puzzle", "Puzzle", "quizzes"), source, index)).strip()
+    solution = str(record_field(row, ("solution", "Solution", "solutions"), source, index)).strip()
+    if not (len(puzzle) == len(solution) == 16 and (puzzle + solution).isdigit()):
+        raise UpoError(f"{source}: record {index + 1} is not a 16-digit 4x4 puzzle/solution")
+    return puzzle, solution
+
+
 @dataclass
 class Sudoku4Text(TextTask):
     """4x4 Sudoku answered as text, answer only: the 16 digits of the solved grid. Partial
@@ -189,11 +198,7 @@ class Sudoku4Text(TextTask):
     def items(self, records, source):
         out = []
         for i, row in enumerate(records):
-            puzzle = str(record_field(row, ("puzzle", "Puzzle", "quizzes"), source, i)).strip()
-            solution = str(record_field(row, ("solution", "Solution", "solutions"), source, i))
-            solution = solution.strip()
-            if not (len(puzzle) == len(solution) == 16 and (puzzle + solution).isdigit()):
-                raise UpoError(f"{source}: record {i + 1} is not a 16-digit 4x4 puzzle/solution")
+            puzzle, solution = sudoku4_record(row, source, i)
             rows = "\n".join(" ".join(puzzle[r * 4 : r * 4 + 4]) for r in range(4))
             prompt = (
                 "Solve this 4x4 Sudoku: every row, column and 2x2 box must hold the digits 1 to 4 "
