@@ -270,6 +270,10 @@ def test_text_generation_blocks_eos_and_chat_template():
     assert steps_to_k(8, 4, 1) == 2
     with pytest.raises(UpoError, match="must divide"):
         steps_to_k(8, 3, 1)
+    # LLaDA's generate() needs steps to share out evenly over the blocks: 2 steps, 4 blocks.
+    assert steps_to_k(32, 4, 1, 16) == 8
+    with pytest.raises(UpoError, match="multiple of the 4 blocks"):
+        steps_to_k(32, 2, 1, 8)
     # Stop at the first EOS / end-of-turn: what follows is padding.
     ids = tok("abc")["input_ids"] + [3] + tok("zzz")["input_ids"]
     assert answer_text(tok, ids, d.eos_ids) == "abc"

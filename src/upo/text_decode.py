@@ -70,12 +70,21 @@ def answer_text(tokenizer, ids, eos_ids) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def steps_to_k(gen_length: int, steps: int | None, k: int) -> int:
-    """Positions revealed per step: gen_length / steps when steps is given (LLaDA's `steps`)."""
+def steps_to_k(gen_length: int, steps: int | None, k: int, block_length: int | None = None) -> int:
+    """Positions revealed per step: gen_length / steps when steps is given (LLaDA's `steps`).
+    As in LLaDA's generate(), steps are shared out evenly over the blocks; and with steps
+    dividing gen_length every step of a block reveals the same number of positions (LLaDA's
+    schedule then equals upo's fixed k; uneven schedules are refused, not approximated)."""
     if steps is None:
         return k
     if steps < 1 or gen_length % steps:
         raise UpoError(f"steps {steps} must divide gen_length {gen_length}")
+    n_blocks = gen_length // block_length if block_length else 1
+    if steps % n_blocks:
+        raise UpoError(
+            f"steps {steps} must be a multiple of the {n_blocks} blocks "
+            f"(gen_length {gen_length} / block_length {block_length}), as in LLaDA's generate()"
+        )
     return gen_length // steps
 
 
@@ -162,7 +171,7 @@ def generate_tokens(
         batch,
         policy,
         batch_size,
-        steps_to_k(gen_length, steps, k),
+        steps_to_k(gen_length, steps, k, block_length),
         seed,
         token_temperature,
         block_size=block_length,
