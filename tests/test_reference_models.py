@@ -247,3 +247,41 @@ def test_each_batch_is_padded_to_its_own_longest_prompt(llada):
     assert short in widths  # "hi" and "ok" ran at their own width
     assert (out[1:, : tokens.shape[1] - short] == tokens[1:, : tokens.shape[1] - short]).all()
     assert (order[1:, : tokens.shape[1] - short] == -1).all()
+
+
+def test_upo_refuses_padded_rollouts_on_a_model_that_ignores_the_padding_mask(
+    model_dirs, monkeypatch, tmp_path
+):
+    import json
+
+    import transformers
+
+    from upo.errors import UpoError
+    from upo.rl.grpo import UPOConfig, train_upo
+
+    load = transformers.AutoModel.from_pretrained
+
+    def leaky_load(*args, **kwargs):
+        model = load(*args, **kwargs)
+        ignore_padding_mask(model)
+        return model
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", leaky_load)
+    data = tmp_path / "countdown.jsonl"
+    rows = [{"nums": [3, 8, 1], "target": 24}, {"nums": [2, 5, 7, 30], "target": 100}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = UPOConfig(
+        task="countdown",
+        mdm=f"hf:{model_dirs['llada']}",
+        mdm_options={"trust_remote_code": True, "dtype": "float32", "device": "cpu"},
+        task_options={"gen_length": 8, "block_length": 8},
+        train_data=str(data),
+        init="random",
+        policy={"width": 16, "n_heads": 2, "mlp_hidden": 16},
+        steps=1,
+        prompts_per_step=2,
+        group_size=2,
+    )
+    with pytest.raises(UpoError, match="left padding changes this model's logits"):
+        train_upo(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

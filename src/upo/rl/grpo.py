@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..checkpoint import git_commit, load_train_state, load_weights, prepare_run_dir, read_json
 from ..config import from_dict, to_dict
 from ..errors import UpoError
-from ..evaluate import evaluate_policy
+from ..evaluate import evaluate_policy, padding_safe_batch_size
 from ..io_utils import JsonlLog
 from ..models.registry import load_mdm
 from ..policies.learned import (
@@ -475,6 +475,14 @@ def train_upo(
         raise UpoError(
             f"{cfg.train_data}: has {len(train)} items, prompts_per_step is {cfg.prompts_per_step}"
         )
+    # A round decodes prompts of different lengths together: with a model whose logits change
+    # under left padding (see models/hf.py), the rollouts would not be the policy's own.
+    if padding_safe_batch_size(mdm, 2) == 1 and not train.attention_mask.all():
+        raise UpoError(
+            f"{cfg.mdm}: left padding changes this model's logits and the training prompts "
+            "differ in length; use a snapshot whose attention takes the padding mask, or set "
+            "mdm_options allow_unpadded_batching: true to train on padded rollouts anyway"
+        )
     val = load_split(task, cfg.val_data, "validation data") if cfg.val_data else None
     if val is not None and len(val) < cfg.val_n:
         raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
@@ -551,7 +559,7 @@ def train_upo(
         prompts = rng.choice(len(train), size=cfg.prompts_per_step, replace=False)
         prompts = prompts[dist.rank :: dist.world]
         items = np.repeat(prompts, cfg.group_size)
-        batch = train.select(items)
+        batch = train.select(items).trimmed()
         gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)) + dist.rank)
         t0 = time.perf_counter()
         net.eval()

@@ -20,6 +20,18 @@ class Batch:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def trimmed(self) -> Batch:
+        """This batch without the leading columns that are padding in every row: a batch is
+        padded to its own longest item, not to its data set's."""
+        used = self.attention_mask.any(axis=0)
+        lead = int(used.argmax()) if used.any() else 0
+        if lead == 0:
+            return self
+        cut = slice(lead, None)
+        return Batch(
+            self.tokens[:, cut], self.answers[:, cut], self.attention_mask[:, cut], self.meta
+        )
+
     def select(self, idx) -> Batch:
         idx = np.asarray(idx)
         return Batch(
