@@ -92,12 +92,13 @@ def decode_in_batches(
         def run_batch(part=part):
             # Each batch is padded to its own longest item, not the data set's: columns that are
             # padding in every row are cut before decoding and put back after.
-            lead = leading_padding(part.attention_mask)
+            cut = part.trimmed()
+            lead = part.tokens.shape[1] - cut.tokens.shape[1]
             traj = unmask(
                 mdm,
-                torch.from_numpy(part.tokens[:, lead:]).to(device),
+                torch.from_numpy(cut.tokens).to(device),
                 policy,
-                attention_mask=torch.from_numpy(part.attention_mask[:, lead:]).to(device),
+                attention_mask=torch.from_numpy(cut.attention_mask).to(device),
                 k=k,
                 token_temperature=token_temperature,
                 block_size=block_size,
@@ -118,12 +119,6 @@ def decode_in_batches(
         if progress is not None:
             progress(len(part))
     return tuple(np.concatenate(x) for x in (outs, orders, nfes, logliks))
-
-
-def leading_padding(attention_mask: np.ndarray) -> int:
-    """How many leading columns are padding in every row."""
-    used = attention_mask.any(axis=0)
-    return int(used.argmax()) if used.any() else 0
 
 
 def padding_safe_batch_size(mdm, batch_size: int) -> int:
