@@ -34,7 +34,7 @@ from ..checkpoint import (
     read_json,
     save_checkpoint,
 )
-from ..config import to_dict
+from ..config import check_seed, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
 from .train import lr_at
@@ -79,6 +79,7 @@ class HFMDMTrainConfig:
         for name in ("log_every", "eval_every", "checkpoint_every", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        check_seed(self.seed)
 
 
 def build_model(cfg: HFMDMTrainConfig):

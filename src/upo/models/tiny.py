@@ -50,6 +50,9 @@ class TinyConfig:
             raise ValueError(f"mask_id {self.mask_id} is outside the vocabulary")
         if self.seq_len < 1 or self.d_model < 1 or self.n_layers < 2 or self.n_heads < 1:
             raise ValueError("seq_len, d_model, n_heads must be positive and n_layers >= 2")
+        if self.ff_mult < 1:
+            # the feed-forward width is ff_mult * d_model: zero or negative has no layer to build
+            raise ValueError(f"ff_mult must be at least 1, got {self.ff_mult}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.grid_box is not None:

@@ -26,10 +26,10 @@ from ..checkpoint import (
     read_json,
     save_checkpoint,
 )
-from ..config import from_dict, to_dict
+from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
-from ..tasks.registry import get_task
+from ..tasks.registry import TASK_NAMES, TEXT_TASK_NAMES, get_task
 from .tiny import TinyConfig, TinyMDM, masked_diffusion_loss
 
 
@@ -61,6 +61,12 @@ class MDMTrainConfig:
     init_from: str | None = None
 
     def validate(self) -> None:
+        if self.task in TEXT_TASK_NAMES:
+            # upo's own MDM has a fixed token layout per task; text tasks need a tokenizer.
+            raise ValueError(
+                f"task {self.task} is a text task; `upo mdm train` trains upo's own MDM on a "
+                f"token task ({', '.join(TASK_NAMES)}); text tasks take `upo mdm train-hf`"
+            )
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
         if not 0 <= self.t_min < self.t_max <= 1:
@@ -72,6 +78,7 @@ class MDMTrainConfig:
         for name in ("log_every", "eval_every", "threads", "val_size", "val_puzzles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_seed(self.seed)
 
 
 def lr_at(cfg: MDMTrainConfig, step: int) -> float:

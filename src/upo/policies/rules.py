@@ -64,12 +64,25 @@ class RandomOrder(Policy):
         )
 
 
+# Scores are probabilities (at most 1) divided by tau, in float32. Below float32's smallest normal
+# number tau loses its precision and 1 / tau heads for inf, which turns every score into inf or
+# NaN; anything above it stays finite (the softmax subtracts the maximum). A tau that small is
+# already the argmax of its scores.
+MIN_TAU = float(torch.finfo(torch.float32).tiny)
+
+
+def check_tau(rule: str, tau: float) -> None:
+    if not tau > 0:
+        raise ValueError(f"{rule} temperature must be positive, got {tau}")
+    if tau < MIN_TAU:
+        raise ValueError(f"{rule} temperature must be at least {MIN_TAU:.2g}, got {tau:g}")
+
+
 class SoftmaxConfidence(Policy):
     """softmax over candidate positions of confidence / tau."""
 
     def __init__(self, tau: float):
-        if not tau > 0:
-            raise ValueError(f"softmax temperature must be positive, got {tau}")
+        check_tau("softmax", tau)
         self.tau = tau
         self.name = f"softmax:{tau:g}"
 
@@ -84,8 +97,7 @@ class SoftmaxVocab(Policy):
     terms). `softmax:TAU` is a different rule: softmax of the top-1 probability alone."""
 
     def __init__(self, tau: float):
-        if not tau > 0:
-            raise ValueError(f"softmax-vocab temperature must be positive, got {tau}")
+        check_tau("softmax-vocab", tau)
         self.tau = tau
         self.name = f"softmax-vocab:{tau:g}"
 

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import git_commit, load_train_state, load_weights, prepare_run_dir, read_json
-from ..config import from_dict, to_dict
+from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..evaluate import evaluate_policy, padding_safe_batch_size
 from ..io_utils import JsonlLog
@@ -124,6 +124,11 @@ class UPOConfig:
             raise ValueError("group_size must be at least 2 (advantages are relative to the group)")
         if self.beta < 0 or self.temperature <= 0 or not 0 < self.clip_eps < 1:
             raise ValueError("need beta >= 0, temperature > 0 and 0 < clip_eps < 1")
+        if self.temperature < 1e-6:
+            # The policy's logits / temperature overflow float32 long before 1e-300, and
+            # sampling that sharp is greedy decoding anyway.
+            raise ValueError(f"temperature must be at least 1e-06, got {self.temperature:g}")
+        check_seed(self.seed)
         if self.steps is not None and self.max_steps is not None:
             raise ValueError(
                 f"give steps (rollout rounds) or max_steps (optimiser steps), not both: "

@@ -34,7 +34,7 @@ from ..checkpoint import (
     read_json,
     same_run_config,
 )
-from ..config import from_dict, to_dict
+from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog, file_digest, write_json
 from ..models.registry import is_hf_model, load_mdm
@@ -89,6 +89,7 @@ class PretrainConfig:
             raise ValueError("pointwise_weight must be >= 0 and is only used with target: correct")
         if isinstance(self.decode_with, list) and not self.decode_with:
             raise ValueError("decode_with: an empty list; name a rule or policy, or leave it out")
+        check_seed(self.seed)
 
 
 def informative(states: States) -> torch.Tensor:
