@@ -35,11 +35,13 @@ def cmd_mdm_train_hf(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .cli_data import check_seed
     from .demo import run_demo
     from .io_utils import check_dir_target
 
     if args.n < 1 or args.threads < 1:
         raise UpoError(f"--n and --threads must be at least 1, got {args.n} and {args.threads}")
+    check_seed(args.seed)
     check_dir_target(args.out, "--out")
 
     return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads)
@@ -95,10 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = "upo: interrupted; resume with --resume where the command supports it"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_guarded(args.func, args)
+    # Ctrl-C can come before run_guarded is reached: building the parser imports the command
+    # modules (numpy, torch), which takes the first moments of every run.
+    try:
+        args = build_parser().parse_args(argv)
+        return run_guarded(args.func, args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
 
 
 def run_guarded(func, args) -> int:
@@ -113,9 +123,7 @@ def run_guarded(func, args) -> int:
         print(f"upo: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "upo: interrupted; resume with --resume where the command supports it", file=sys.stderr
-        )
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as err:
         # A bug, not a user error: still one line, with the traceback on request.

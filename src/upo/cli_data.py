@@ -38,6 +38,15 @@ def parse_blanks(text: str, task: str) -> tuple[int, int]:
     return lo, hi
 
 
+def check_seed(seed: int) -> int:
+    """The seed, once numpy and torch can both take it: numpy refuses negative seeds and torch
+    those of more than 64 bits, which would fail only after the work had started."""
+    if not 0 <= seed < 2**64:
+        shown = seed if abs(seed) < 10**30 else f"{str(seed)[:20]}..."
+        raise UpoError(f"--seed {shown}: must be a whole number from 0 to 2**64 - 1")
+    return seed
+
+
 def parse_count(text: str) -> int:
     try:
         n = int(text)
@@ -93,14 +102,14 @@ def _make_other(args, task) -> int:
     return 0
 
 
-def _check_other(args, task) -> int:
+def _check_other(args, task, source) -> int:
     from tqdm import tqdm
 
     bar = tqdm(
         desc=f"data check {args.file}", unit="line", file=sys.stderr, leave=False, disable=None
     )
     with bar:
-        batch, errors = task.check(args.file, skip_invalid=args.skip_invalid, progress=bar.update)
+        batch, errors = task.check(source, skip_invalid=args.skip_invalid, progress=bar.update)
     line = f"{args.file}: {len(batch)} valid items ({task.describe(batch)}); {task.name}"
     if args.skip_invalid:
         line += f"; {len(errors)} invalid lines skipped"
@@ -110,18 +119,15 @@ def _check_other(args, task) -> int:
     return 0
 
 
-def _task_named_in_file(path: str) -> str | None:
+def _task_named_in(source) -> str | None:
     """The "task" key of a JSONL file's first line, when it names a non-Sudoku task."""
-    import json
-
+    from .tasks.records import BadLine, json_object
     from .tasks.registry import OTHER_TASKS
 
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            first = next((line for line in f if line.strip()), "")
-        name = json.loads(first).get("task")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None  # the Sudoku loader reports unreadable files with its own clear message
+        name = json_object(source.lines[0][1]).get("task")
+    except BadLine:
+        return None  # the Sudoku loader reports the line with its own clear message
     return name if name in OTHER_TASKS else None
 
 
@@ -130,6 +136,7 @@ def cmd_data_make(args) -> int:
 
     from .tasks.registry import OTHER_TASKS, get_task
 
+    check_seed(args.seed)
     if args.task in OTHER_TASKS:
         return _make_other(args, get_task(args.task))
 
@@ -188,11 +195,16 @@ def cmd_data_check(args) -> int:
     if args.task in TEXT_TASK_NAMES and args.task not in TEXT_PUZZLE_TASKS:
         checked = ", ".join([*TASK_NAMES, *TEXT_PUZZLE_TASKS])
         raise UpoError(f"data check does not validate {args.task} files; it checks {checked}")
+    from .tasks.records import read_once
+
     other = args.task if args.task in OTHER_TASKS else None
+    source = args.file
     if args.task is None:
-        other = _task_named_in_file(args.file)
+        # Read once, then guess the task from the lines read: a pipe cannot be read twice.
+        source = read_once(args.file, "puzzles")
+        other = _task_named_in(source)
     if other is not None:
-        return _check_other(args, get_task(other))
+        return _check_other(args, get_task(other), source)
 
     from .tasks.sudoku.grid import SPECS
     from .tasks.sudoku.io import load_puzzles
@@ -207,7 +219,7 @@ def cmd_data_check(args) -> int:
     )
     with bar:
         data = load_puzzles(
-            args.file,
+            source,
             spec,
             skip_invalid=args.skip_invalid,
             check_unique=True,

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import UpoError
 from ...io_utils import atomic_write_text
-from ..records import read_lines
+from ..records import BadLine, ReadFile, json_object, read_lines, string_field
 from .grid import MASK, SPECS, SudokuSpec, conflicts, decode, parse_chars
 from .solver import solve
 
@@ -57,7 +57,7 @@ class LoadResult:
         return (self.puzzles == MASK).sum(1)
 
 
-class _BadLine(Exception):
+class _BadLine(BadLine):
     """A problem with one line; turned into a UpoError (or a skip) by the caller."""
 
 
@@ -94,9 +94,16 @@ def _detect_format(path: Path, first: str) -> str:
     return "text"
 
 
+def _csv_row(line: str) -> list[str]:
+    try:
+        return next(csv.reader([line]))
+    except csv.Error as err:  # e.g. a field over the csv module's 131,072-character limit
+        raise _BadLine(f"unreadable CSV ({err})") from None
+
+
 def _csv_columns(header: str) -> tuple[int, int, int]:
     """(puzzle column, solution column, number of columns) from a CSV header line."""
-    cols = [c.strip().lower() for c in next(csv.reader([header]))]
+    cols = [c.strip().lower() for c in _csv_row(header)]
     puzzle = next((i for i, c in enumerate(cols) if c in PUZZLE_COLUMNS), None)
     solution = next((i for i, c in enumerate(cols) if c in SOLUTION_COLUMNS), None)
     if puzzle is None or solution is None:
@@ -109,22 +116,12 @@ def _csv_columns(header: str) -> tuple[int, int, int]:
 
 def _record(fmt: str, line: str, columns: tuple[int, int, int] | None) -> tuple[str, str | None]:
     """(puzzle text, solution text or None) from one non-blank data line."""
-    if fmt == "jsonl":
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise _BadLine(f"malformed JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(obj, dict):
-            raise _BadLine(f"expected a JSON object, got {type(obj).__name__}")
-        for key in ("puzzle", "solution"):
-            if key not in obj:
-                raise _BadLine(f"missing key {key!r}")
-            if not isinstance(obj[key], str):
-                raise _BadLine(f"{key!r} must be a string, got {type(obj[key]).__name__}")
-        return obj["puzzle"].strip(), obj["solution"].strip()
+    if fmt == "jsonl":  # the shared reader also turns too deep nesting into a BadLine
+        obj = json_object(line)
+        return string_field(obj, "puzzle"), string_field(obj, "solution")
     if fmt == "csv":
         puzzle_col, solution_col, ncols = columns
-        row = next(csv.reader([line]))
+        row = _csv_row(line)
         if len(row) != ncols:
             raise _BadLine(f"expected {ncols} comma-separated fields, found {len(row)}")
         return row[puzzle_col].strip(), row[solution_col].strip()
@@ -201,7 +198,7 @@ def _several_solutions_error(
 
 
 def load_puzzles(
-    path: str | Path,
+    path: str | Path | ReadFile,
     spec: SudokuSpec | None = None,
     skip_invalid: bool = False,
     check_unique: bool = False,
@@ -219,8 +216,8 @@ def load_puzzles(
     are kept with their stated solution; otherwise they are skipped with `skip_invalid`, or the
     whole file is read before one error names the first and counts them all.
     """
-    path = Path(path)
-    lines = read_lines(path, "puzzles")
+    lines = read_lines(path, "puzzles")  # a ReadFile gives the lines it already holds
+    path = Path(str(path))
     fmt = _detect_format(path, lines[0][1])
     columns = None
     if fmt == "csv":
@@ -252,7 +249,7 @@ def load_puzzles(
             several_lines.append(no)
             if skip_invalid:
                 errors.append(f"{path}: line {no}: {err}")
-        except _BadLine as err:
+        except BadLine as err:
             message = f"{path}: line {no}: {err}"
             if not skip_invalid:
                 raise UpoError(message) from None

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ...errors import UpoError
+from ..records import MAX_LINE_CHARS, bounded_lines, read_lines, refuse_huge
 
 # Where each benchmark comes from, and the command that writes it where upo looks by default.
 SOURCES = {
@@ -41,27 +42,57 @@ def read_records(path: str | Path, task: str) -> list[dict]:
     if not p.is_file():
         raise UpoError(f"{p}: {task} data not found; {download_hint(task, str(p))}")
     suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        return _parquet(p)
-    if suffix == ".csv":
-        with p.open(newline="") as f:
-            return list(csv.DictReader(f))
-    raw = p.read_text()
-    if suffix == ".json" and raw.lstrip().startswith("["):
+    try:
+        with p.open("rb") as f:
+            refuse_huge(p, f)  # every format below holds the whole file in memory
+        if suffix == ".parquet":
+            return _parquet(p)
+        if suffix == ".csv":
+            return _csv(p)
+        if suffix == ".json" and _json_array(p):
+            return _json_file(p)
+    except UnicodeDecodeError as err:
+        raise UpoError(f"{p}: not a text file ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise UpoError(f"{p}: cannot read ({err.strerror})") from None
+    # JSONL: read line by line, with each line's length bounded.
+    return [_mapping(_loads(line, f"{p}:{no}"), p, no) for no, line in read_lines(p, "records")]
+
+
+def _csv(path: Path) -> list[dict]:
+    # Bounded lines, as csv joins the lines of a quoted field itself; its own limit
+    # (131,072 characters a field) is a csv.Error, named with the line it stopped at.
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(bounded_lines(path, f))
         try:
-            rows = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise UpoError(f"{p}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        return [_mapping(row, p, i + 1) for i, row in enumerate(rows)]
-    rows = []
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(_mapping(json.loads(line), p, lineno))
-        except json.JSONDecodeError as err:
-            raise UpoError(f"{p}:{lineno}: not valid JSON ({err.msg})") from None
-    return rows
+            return list(reader)
+        except csv.Error as err:
+            # DictReader's own line_num lags a failed row; its inner reader's counts it
+            raise UpoError(f"{path}:{reader.reader.line_num}: unreadable CSV ({err})") from None
+
+
+def _json_array(path: Path) -> bool:
+    """Whether a .json file holds one JSON array rather than one record per line."""
+    with path.open(encoding="utf-8-sig") as f:
+        return f.read(MAX_LINE_CHARS).lstrip().startswith("[")
+
+
+def _json_file(path: Path) -> list[dict]:
+    rows = _loads(path.read_text(encoding="utf-8-sig"), str(path), whole_file=True)
+    return [_mapping(row, path, i + 1) for i, row in enumerate(rows)]
+
+
+def _loads(text: str, where: str, whole_file: bool = False):
+    """json.loads, with each way it can fail as one UpoError naming `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        at = f" at line {err.lineno}" if whole_file else ""
+        raise UpoError(f"{where}: not valid JSON ({err.msg}{at})") from None
+    except RecursionError:  # the parser recurses per level: "[[[[...]]]]" runs out of stack
+        raise UpoError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError:  # an integer beyond Python's 4300-digit conversion limit
+        raise UpoError(f"{where}: not valid JSON (a number with too many digits)") from None
 
 
 def _mapping(row, path: Path, lineno: int) -> dict:
