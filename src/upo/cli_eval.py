@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ HF_FLAGS = (
     "confidence",
     "allow_unpadded_batching",
 )
+
+# The files `--plot DIR` writes, checked before any work like --json.
+FIGURES = ("solve_rate.png", "solve_rate_by_blanks.png", "fill_order.png")
 
 
 def add_hf_arguments(p) -> None:
@@ -74,17 +78,26 @@ def check_mdm_fits(mdm, task, mdm_path: str) -> None:
 
 def run_eval(args) -> int:
     from .errors import UpoError
-    from .evaluate import evaluate_policy, markdown_table
-    from .io_utils import check_dir_target, check_file_target, write_json
-    from .models.registry import is_hf_model, load_mdm
-    from .policies.resolve import resolve_policy
-    from .tasks.registry import TEXT_TASK_NAMES, get_task
+    from .tasks.registry import TEXT_TASK_NAMES
 
     for flag, value in (("--k", args.k), ("--pass-at", args.pass_at), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise UpoError(f"{flag} must be at least 1, got {value}")
     if args.task in TEXT_TASK_NAMES:
         return run_text_task_eval(args)
+    # The --json lock, once open_progress takes it, is held to the very end, error or not.
+    with contextlib.ExitStack() as held:
+        return run_token_task_eval(args, held)
+
+
+def run_token_task_eval(args, held: contextlib.ExitStack) -> int:
+    from .errors import UpoError
+    from .evaluate import evaluate_policy, markdown_table
+    from .io_utils import check_dir_target, check_file_target
+    from .models.registry import is_hf_model, load_mdm
+    from .policies.resolve import resolve_policy
+    from .tasks.registry import TEXT_TASK_NAMES, get_task
+
     if is_hf_model(args.mdm):
         raise UpoError(
             f"{args.mdm} is a Hugging Face MDM, and {args.task} is a token task for upo's own "
@@ -99,6 +112,8 @@ def run_eval(args) -> int:
         args.batch_size = 64
     check_file_target(args.json)
     check_dir_target(args.plot, "--plot")
+    for figure in FIGURES if args.plot else ():
+        check_file_target(Path(args.plot) / figure)
     task = get_task(args.task)
     mdm = load_mdm(
         args.mdm, threads=args.threads, options={"dtype": args.dtype} if args.dtype else None
@@ -119,7 +134,7 @@ def run_eval(args) -> int:
         raise UpoError(f"--batch-size must be at least 1, got {args.batch_size}")
     if (args.show_order or args.plot) and not 0 <= args.show_item < len(batch):
         raise UpoError(f"--show-item {args.show_item}: there are {len(batch)} items (0-based)")
-    store = open_progress(args, mdm, names) if args.json else None
+    store = open_progress(args, mdm, names, held) if args.json else None
     results = []
     for index, policy in enumerate(policies):
         runs = len(batch) * (args.pass_at if args.pass_at > 1 and not policy.deterministic else 1)
@@ -162,7 +177,7 @@ def run_eval(args) -> int:
                 str(int(lv)): round(float(r.solved[difficulty == lv].mean()), 4) for lv in levels
             }
             summaries.append(s)
-        write_json(
+        write_results(
             args.json,
             {
                 "task": task.name,
@@ -174,8 +189,8 @@ def run_eval(args) -> int:
                 "seed": args.seed,
                 "results": summaries,
             },
+            store,
         )
-        store.finish()  # the results are safe in --json now
         print(f"\nwrote {args.json}", file=sys.stderr)
     side = getattr(getattr(task, "spec", None), "n", None)  # grid side, None for sequences
     if args.plot:
@@ -204,11 +219,29 @@ def run_eval(args) -> int:
     return 0
 
 
-def open_progress(args, mdm, names: list[str]):
+def write_results(path: str, results: dict, store) -> None:
+    """Write --json, then drop the batches kept for --resume. When the write fails (disk full)
+    the batches stay, and the one-line error says how to finish without decoding them again."""
+    from .errors import UpoError
+    from .io_utils import write_json
+
+    try:
+        write_json(path, results)
+    except UpoError as err:
+        raise UpoError(
+            f"{err}; the decoded batches are kept in {store.folder}: "
+            f"run the same command with --resume to write the results"
+        ) from None
+    store.finish()  # the results are safe in --json now
+
+
+def open_progress(args, mdm, names: list[str], held: contextlib.ExitStack):
     """The store of finished batches beside --json (see upo.eval_progress), keyed by everything
-    the results depend on, so that --resume can only continue the same evaluation."""
+    the results depend on, so that --resume can only continue the same evaluation. `held` keeps
+    the lock on --json from here to the end of the run: a second upo process on the same --json
+    is refused rather than reusing, deleting or overwriting this run's batches."""
     from .eval_progress import EvalProgress
-    from .io_utils import file_digest
+    from .io_utils import file_digest, output_lock
 
     def weights_digest(name: str) -> str | None:
         path = Path(name.rpartition("@")[0] or name) / "model.safetensors"
@@ -228,6 +261,7 @@ def open_progress(args, mdm, names: list[str]):
         "policies": names,
         "policy_weights": [weights_digest(name) for name in names],
     }
+    held.enter_context(output_lock(args.json))
     return EvalProgress(f"{args.json}.partial", settings, args.resume)
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .errors import UpoError
 from .evaluate import evaluate_policy, markdown_table
-from .io_utils import atomic_write_text, write_json
+from .io_utils import atomic_write_text, check_file_target, write_json
 from .models.registry import load_mdm
 from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_difficulty
 from .policies.resolve import resolve_policy
@@ -49,6 +49,17 @@ OTHER_TASKS = [
     ("zebra4", "checkpoints/zebra-mdm", "checkpoints/zebra-policy", "data/zebra4-test.jsonl"),
 ]
 OTHER_RULES = ["random", "left-to-right", "confidence", "margin", "entropy"]
+
+# Every file run_demo writes into --out, checked before any work: a minutes-long demo should not
+# end by refusing to write its report over a FIFO or device someone left there.
+OUTPUT_FILES = (
+    "heldout.jsonl",
+    "results.json",
+    "report.md",
+    "solve_rate.png",
+    "solve_rate_by_blanks.png",
+    "fill_order.png",
+)
 
 
 def other_task_tables(n: int, batch_size: int = 64) -> list[str]:
@@ -99,6 +110,8 @@ def run_demo(
 ) -> int:
     torch.set_num_threads(threads)
     out_dir = Path(out)
+    for name in OUTPUT_FILES:
+        check_file_target(out_dir / name)
     task = get_task("sudoku9")
     if not Path(mdm_path).is_dir():
         raise UpoError(f"{mdm_path}: shipped MDM not found (run from the repository root)")

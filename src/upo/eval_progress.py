@@ -42,8 +42,11 @@ class EvalProgress:
                     f"interrupted evaluation in {self.folder}; rerun without --resume"
                 )
         else:
-            # A fresh run: batches of an earlier, interrupted one are not reused.
-            shutil.rmtree(self.folder, ignore_errors=True)
+            # A fresh run decodes everything itself: batches an earlier run left here (other
+            # settings, or the same) are removed first, and a removal that fails stops the run
+            # rather than letting a stale batch through. The caller holds OUT.lock, so no other
+            # run is writing here meanwhile.
+            remove_path(self.folder)
             self.folder.mkdir(parents=True)
             write_json(saved, settings)
 
@@ -62,3 +65,11 @@ class EvalProgress:
 
     def finish(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_path(path: Path) -> None:
+    """Remove whatever is at `path` (a folder, a file or a link), or nothing; errors propagate."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -4,12 +4,20 @@ killed, and a resumed run can tell whether its inputs changed."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; output_lock then guards nothing
+    fcntl = None
 
 from .errors import UpoError
 
@@ -22,10 +30,38 @@ def usual_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
+# What an existing output path may be besides a regular file, and how to call it in the refusal.
+NOT_A_FILE = (
+    (stat.S_ISDIR, "is a directory, expected a file name to write"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), expected a regular file to write"),
+    (stat.S_ISCHR, "is a device, expected a regular file to write"),
+    (stat.S_ISBLK, "is a device, expected a regular file to write"),
+    (stat.S_ISSOCK, "is a socket, expected a regular file to write"),
+)
+
+
 def check_file_target(path: str | Path | None) -> None:
-    """Refuse, before any work is done, an output file name that names a directory."""
-    if path is not None and Path(path).is_dir():
-        raise UpoError(f"{path}: is a directory, expected a file name to write")
+    """Refuse, before any work is done, an output file name that names anything but a regular
+    file (or nothing yet).
+
+    The write renames a new file over the path, so a directory, FIFO, device (/dev/null, which
+    root would replace) or socket there would be destroyed or would swallow the results. The
+    type is that of what the path leads to: `--json /dev/stdout` is refused as the pipe or
+    terminal it is. A symlink to a regular file is accepted, and the rename then replaces the
+    link itself, not the file it points to: writing through it would change a file elsewhere
+    that other links or runs may share, while the user named this path.
+    """
+    if path is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # nothing there yet (or a dangling link, which the rename replaces)
+    except OSError as err:  # a parent is a file, or cannot be searched
+        raise UpoError(f"{path}: cannot write ({err.strerror or err})") from None
+    for is_kind, refusal in NOT_A_FILE:
+        if is_kind(mode):
+            raise UpoError(f"{path}: {refusal}")
 
 
 def check_dir_target(path: str | Path | None, flag: str) -> None:
@@ -49,24 +85,112 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync, then rename: a reader sees the old
-    file or the new one, never a truncated one."""
+    file or the new one, never a truncated one. A failure (disk full, quota, permissions) is an
+    UpoError naming `path`; the temporary is removed and the old file left as it was."""
     path = Path(path)
     check_file_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, usual_mode())
     except OSError as err:
         raise UpoError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            os.fchmod(fd, usual_mode())
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UpoError(f"{path}: cannot write ({err.strerror or err})") from None
         raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is out: one call may write only part of a large buffer."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path | None) -> Iterator[None]:
+    """Hold `<target>.lock` while a run writes `target` and its companions (`<target>.partial/`),
+    so that a second upo process aiming at the same file is refused instead of mixing its work
+    into the first one's. An flock, not the file's existence, is the lock: the kernel drops it
+    when its process dies, so a killed run never blocks the next one. None holds nothing."""
+    if target is None or fcntl is None:
+        yield
+        return
+    lock = Path(f"{target}.lock")
+    fd = _take_lock(lock, target)
+    if fd is None:
+        yield
+        return
+    try:
+        yield
+    finally:
+        # Removed while still held, so that no later run ever locks this inode: one that opened
+        # it just before sees it is no longer the file at `lock` and takes a new one.
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+# flock errors that mean the file system keeps no locks (some network mounts), not a holder.
+NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+
+
+def _take_lock(lock: Path, target: str | Path) -> int | None:
+    """The descriptor holding `lock`; None where the file system cannot lock at all, so that
+    such a mount still runs (unguarded, as before locks existed) rather than refusing."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, usual_mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                if err.errno in NO_LOCKS:
+                    lock.unlink(missing_ok=True)
+                    return None
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise UpoError(
+                    f"{target}: another upo process{holder} is writing it now (it holds {lock}); "
+                    f"wait for it to finish or write elsewhere"
+                ) from None
+            if _is_file_at(fd, lock):
+                # The pid only makes the refusal above more helpful: a full disk here is no
+                # reason to stop a run that already holds its lock.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                    write_all(fd, f"{os.getpid()}\n".encode())
+                return fd
+            os.close(fd)  # the lock we got was removed by a run that just ended: take the new one
+    except OSError as err:
+        raise UpoError(f"{lock}: cannot lock ({err.strerror or err})") from None
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _lock_holder(fd: int) -> str:
+    """' (pid N)' for the refusal when the holder wrote its pid, '' otherwise."""
+    with contextlib.suppress(OSError, ValueError):
+        return f" (pid {int(os.pread(fd, 32, 0))})"
+    return ""
 
 
 def write_json(path: str | Path, data) -> None:

@@ -9,6 +9,7 @@ the chunks after it draw exactly the numbers an uninterrupted run would have dra
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .errors import UpoError
 
 RESERVED = ("generator_state", "seconds")
 
@@ -41,7 +44,30 @@ def stored_or_computed(
     on_disk = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     on_disk["generator_state"] = generator.get_state().cpu()
     on_disk["seconds"] = torch.tensor(time.perf_counter() - start, dtype=torch.float64)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(on_disk, str(tmp))
-    os.replace(tmp, path)  # a kill leaves the chunk whole or absent
+    store(on_disk, path)
     return tensors, 0.0
+
+
+def store(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Save a chunk through a temporary and a rename, so that a kill leaves it whole or absent.
+    A failed save (disk full) removes the temporary and is one UpoError naming the chunk; the
+    chunks stored before it stay for --resume."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    except (SafetensorError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise UpoError(f"{path}: cannot write ({os_reason(err)})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def os_reason(err: Exception) -> str:
+    """The operating system's words in an OSError, or in the SafetensorError safetensors raises
+    for one ("I/O error: No space left on device (os error 28) at path ...")."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    found = re.search(r"I/O error: (.*?) \(os error \d+\)", str(err))
+    return found.group(1) if found else str(err).splitlines()[0]
