@@ -7,13 +7,18 @@ train_state.safetensors + train_state.json. Nothing is ever pickled.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from .errors import UpoError
 from .io_utils import fresh_tmp_dir, recover_dir, replace_dir, usual_mode, write_json
@@ -21,6 +26,19 @@ from .io_utils import fresh_tmp_dir, recover_dir, replace_dir, usual_mode, write
 CHECKPOINT_FILES = frozenset(
     {"config.json", "model.safetensors", "meta.json", "train_state.safetensors", "train_state.json"}
 )
+# Everything a run directory may hold: the checkpoint, its logs, the states `policy pretrain` keeps
+# until it completes and the model `mdm train-hf` exports. Anything else means --out names a
+# directory that is not a upo run, which a checkpoint swap would rename aside.
+RUN_ENTRIES = CHECKPOINT_FILES | {"metrics.jsonl", "tensorboard", "visited", "model"}
+# What atomic_write_bytes leaves beside a run file when a kill lands mid-write (mkstemp's name).
+_LEFTOVER_TMP = re.compile(r"^\.(?P<name>.+)\.\w+\.tmp$")
+
+# safetensors' own limit: a longer header is refused by its reader as well.
+MAX_HEADER_BYTES = 100_000_000
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
 
 
 def git_commit() -> str:
@@ -96,11 +114,20 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise UpoError(f"{path.parent}: not a checkpoint ({path.name} is missing)")
     try:
-        data = json.loads(path.read_text())
+        # bytes, decoded as UTF-8 whatever the locale: the same file reads the same everywhere
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as err:
         raise UpoError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     except UnicodeDecodeError as err:
-        raise UpoError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
+        raise UpoError(
+            f"{path}: not a text file (not UTF-8: {err.reason} at byte {err.start})"
+        ) from None
+    except RecursionError:
+        raise UpoError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise UpoError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise UpoError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise UpoError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -117,20 +144,114 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     tensors = read_tensors(path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    check_shapes(path, expected, {name: tuple(t.shape) for name, t in tensors.items()})
+    model.load_state_dict(tensors)
+
+
+def check_shapes(path: Path, expected: dict[str, tuple], stored: dict[str, tuple]) -> None:
+    """Refuse weights that are not exactly the model's, naming the first tensor that differs."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:
         name = (missing or unexpected)[0]
         what = "is missing" if missing else "is not part of this model"
         raise UpoError(f"{path}: weight {name!r} {what}")
-    for name, t in tensors.items():
-        if t.shape != expected[name].shape:
+    for name in sorted(stored):
+        if stored[name] != expected[name]:
             raise UpoError(
-                f"{path}: weight {name!r} has shape {tuple(t.shape)}, "
-                f"config says {tuple(expected[name].shape)}"
+                f"{path}: weight {name!r} has shape {stored[name]}, config says {expected[name]}"
             )
-    model.load_state_dict(tensors)
+
+
+def read_weight_shapes(path: Path) -> dict[str, tuple]:
+    """Names and shapes of the tensors in a safetensors file, from its header alone.
+
+    The header is 8 bytes of little-endian length, then that many bytes of JSON. Each entry's
+    byte range must lie in the file and fit its dtype and shape, so every shape returned is
+    backed by bytes actually on disk: a model that matches them is no larger than the file.
+    """
+    if not path.is_file():
+        raise UpoError(f"{path.parent}: not a checkpoint ({path.name} is missing)")
+    bad = f"{path}: unreadable or truncated safetensors file"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size < 8:
+                raise UpoError(f"{bad} ({size} bytes)")
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > MAX_HEADER_BYTES or 8 + length > size:
+                raise UpoError(f"{bad} (header of {length} bytes in a file of {size})")
+            raw = f.read(length)
+    except OSError as err:
+        raise UpoError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        raise UpoError(f"{bad} (header is not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise UpoError(f"{bad} (header is not a JSON object)")
+    header.pop("__metadata__", None)
+    data_bytes = size - 8 - length
+    shapes = {}
+    for name, entry in header.items():
+        shapes[name] = _entry_shape(entry, data_bytes)
+        if shapes[name] is None:
+            raise UpoError(f"{bad} (entry {name!r:.80} does not describe bytes in the file)")
+    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    if end != data_bytes:
+        raise UpoError(f"{bad} (header describes {end} data bytes, the file holds {data_bytes})")
+    return shapes
+
+
+def _entry_shape(entry, data_bytes: int) -> tuple | None:
+    """The shape of one header entry; None unless its dtype is known and its byte range lies in
+    the data and holds exactly that many elements."""
+    if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPE_BYTES:
+        return None
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2:
+        return None
+    if not all(type(v) is int and v >= 0 for v in shape + offsets):  # bool is an int: refuse it
+        return None
+    begin, end = offsets
+    size = math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]
+    return tuple(shape) if begin <= end <= data_bytes and end - begin == size else None
+
+
+class _ParametersOnMeta(TorchFunctionMode):
+    """Within it, the constructors layers allocate their weights with make `meta` tensors: shapes
+    without memory. torch.tensor stays real, unlike under torch.device("meta"): models turn small
+    config lists into index buffers with it and read them (an embedding sized by the largest id)."""
+
+    ALLOCATORS = frozenset(
+        {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.arange}
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.ALLOCATORS and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def expected_shapes(build: Callable[[], torch.nn.Module], where: str) -> dict[str, tuple]:
+    """The state_dict shapes of the model `build` makes, without allocating its weights."""
+    try:
+        with _ParametersOnMeta():
+            model = build()
+    except (RuntimeError, ValueError, OverflowError, MemoryError) as err:
+        raise UpoError(
+            f"{where}: model cannot be built ({str(err).splitlines()[0]:.200})"
+        ) from None
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def check_weights_fit(path: Path, build: Callable[[], torch.nn.Module], where: str) -> None:
+    """Refuse a config that does not describe exactly the weights in `path`, before the model is
+    built for real: a config.json that claims huge sizes would otherwise allocate them."""
+    stored = read_weight_shapes(path)  # first: a damaged file is refused before any build
+    check_shapes(path, expected_shapes(build, where), stored)
 
 
 def load_train_state(ckpt_dir: Path, optimizer) -> tuple[dict, dict]:
@@ -161,6 +282,7 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
     when training should go ahead; raises UpoError for a directory that cannot be used.
     """
     out_dir = Path(out_dir)
+    check_run_target(out_dir)  # before recover_dir, which renames and removes things
     recover_dir(out_dir, CHECKPOINT_FILES)
     if not resume:
         if (out_dir / "model.safetensors").exists():
@@ -171,12 +293,48 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
     if not (out_dir / "train_state.json").exists():
         meta = read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
         if meta.get("complete"):
+            # "already complete" only for the config it completed: another one (more steps, say)
+            # would otherwise look done without having run.
+            check_same_config(out_dir, train_config)
             return meta
         raise UpoError(f"{out_dir}: nothing to resume (no train_state.json); run without --resume")
+    check_same_config(out_dir, train_config)
+    return None
+
+
+def check_same_config(out_dir: Path, train_config: dict) -> None:
     saved = read_json(out_dir / "config.json").get("train") or {}
     if not same_run_config(saved, train_config):
         raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
-    return None
+
+
+def check_run_target(out_dir: Path) -> None:
+    """Refuse an --out that is not a run directory: checkpoint writes swap the whole directory
+    (rename it aside, rename the new one in), which must never happen to the current directory,
+    one above it, the home directory, or a directory holding anything but a upo run."""
+    resolved = out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UpoError(f"--out {out_dir}: is the current directory or one above it; name a new one")
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no HOME and no password entry: nothing to compare
+        home = None
+    if resolved == home:
+        raise UpoError(f"--out {out_dir}: is your home directory; name a new one")
+    if not out_dir.is_dir():
+        return
+    try:
+        names = sorted(entry.name for entry in out_dir.iterdir())
+    except OSError as err:
+        raise UpoError(f"--out {out_dir}: cannot list ({err.strerror or err})") from None
+    for name in names:
+        leftover = _LEFTOVER_TMP.match(name)
+        if name not in RUN_ENTRIES and not (leftover and leftover["name"] in RUN_ENTRIES):
+            raise UpoError(
+                f"--out {out_dir}: holds {name!r:.80}, which is not part of a upo run; "
+                "name a new or empty directory"
+            )
 
 
 def same_run_config(saved: dict, train_config: dict) -> bool:

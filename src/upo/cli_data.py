@@ -136,7 +136,10 @@ def cmd_data_make(args) -> int:
 
     from .tasks.registry import OTHER_TASKS, get_task
 
+    from .io_utils import check_file_target
+
     check_seed(args.seed)
+    check_file_target(args.out)  # a directory, FIFO or device is refused before any work
     if args.task in OTHER_TASKS:
         return _make_other(args, get_task(args.task))
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_weights, read_json
+from ..checkpoint import check_shapes, expected_shapes, load_weights, read_json, read_weight_shapes
 from ..config import from_dict
 from ..errors import UpoError
 from .tiny import TinyConfig, TinyMDM
@@ -71,6 +72,7 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     model_cfg = from_dict(TinyConfig, cfg_json.get("model", {}), f"{path / 'config.json'}: model")
     if dtype != "auto":
         model_cfg.bf16 = dtype == "bfloat16"
+    check_tiny_weights(path / "model.safetensors", model_cfg, f"{path / 'config.json'}: model")
     model = TinyMDM(model_cfg)
     load_weights(model, path / "model.safetensors")
     model.freeze_for_inference()
@@ -78,3 +80,26 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     if threads:
         torch.set_num_threads(threads)
     return model
+
+
+def check_tiny_weights(weights: Path, cfg: TinyConfig, where: str) -> None:
+    """Refuse a config that does not describe exactly the tensors in `weights`, before building
+    the model: sizes come from config.json, and an absurd one would allocate until memory ran out.
+
+    The comparison builds the model without its weights (meta tensors), but even that costs time
+    and memory per layer. Every layer adds the same tensors, so two shallow builds tell how many
+    tensors `n_layers` layers make. A build proportional to the file's own tensor count is fine
+    (it then names the first tensor that differs); a config asking for far more is refused first.
+    """
+    stored = read_weight_shapes(weights)
+    two, three = (
+        len(expected_shapes(lambda n=n: TinyMDM(dataclasses.replace(cfg, n_layers=n)), where))
+        for n in (2, 3)
+    )
+    implied = two + (cfg.n_layers - 2) * (three - two)
+    if implied > 2 * max(len(stored), two):
+        raise UpoError(
+            f"{weights}: holds {len(stored)} tensors, but config.json's {cfg.n_layers} layers "
+            f"make {implied}"
+        )
+    check_shapes(weights, expected_shapes(lambda: TinyMDM(cfg), where), stored)

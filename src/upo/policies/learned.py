@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import load_weights, read_json, save_checkpoint
+from ..checkpoint import check_weights_fit, load_weights, read_json, save_checkpoint
 from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..models.tiny import attention, fused_attention
@@ -283,6 +283,8 @@ def load_policy(path, mdm=None) -> PolicyNet:
         want, have = cfg_json.get("mdm_fingerprint"), mdm.fingerprint()
         if want != have:
             raise UpoError(f"{path}: policy was trained on MDM {want}, not on this MDM ({have})")
+    # config.json's sizes must describe the stored tensors before they are allocated for real
+    check_weights_fit(path / "model.safetensors", lambda: PolicyNet(cfg), f"{path / 'config.json'}")
     net = PolicyNet(cfg)
     load_weights(net, path / "model.safetensors")
     net.eval()
