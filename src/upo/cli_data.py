@@ -134,9 +134,8 @@ def _task_named_in(source) -> str | None:
 def cmd_data_make(args) -> int:
     from tqdm import tqdm
 
-    from .tasks.registry import OTHER_TASKS, get_task
-
     from .io_utils import check_file_target
+    from .tasks.registry import OTHER_TASKS, get_task
 
     check_seed(args.seed)
     check_file_target(args.out)  # a directory, FIFO or device is refused before any work
