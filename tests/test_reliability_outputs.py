@@ -295,3 +295,27 @@ def test_disk_full_writing_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch
     assert main(["mdm", "train", "--config", str(config), "--out", str(run), "--resume"]) == 0
     meta = json.loads((run / "meta.json").read_text())
     assert meta["complete"] and meta["steps"] == 4
+
+
+def test_disk_full_writing_a_checkpoints_weights_is_one_line(tmp_path, monkeypatch, capsys):
+    """safetensors reports a full disk as its own SafetensorError, not an OSError."""
+    from safetensors import SafetensorError
+
+    import upo.checkpoint as checkpoint
+
+    config = tmp_path / "mdm.yaml"
+    config.write_text(yaml.safe_dump(mdm_train_config()))  # 4 steps, a checkpoint every 2
+    run = tmp_path / "run"
+    save = checkpoint.save_file
+
+    def full_after_the_first(tensors, path, *args, **kwargs):
+        if (run / "config.json").exists():
+            raise SafetensorError(f"I/O error: No space left on device (os error 28) at {path}")
+        return save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_after_the_first)
+    assert main(["mdm", "train", "--config", str(config), "--out", str(run)]) == 2
+    line = one_error(capsys)
+    assert "No space left on device" in line and str(run) in line and ".tmp" not in line
+    assert json.loads((run / "train_state.json").read_text())["step"] == 2
+    assert stray_temporaries(tmp_path) == []

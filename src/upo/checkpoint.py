@@ -21,7 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch.overrides import TorchFunctionMode
 
 from .errors import UpoError
-from .io_utils import fresh_tmp_dir, recover_dir, replace_dir, usual_mode, write_json
+from .io_utils import (
+    fresh_tmp_dir,
+    os_reason,
+    recover_dir,
+    replace_dir,
+    usual_mode,
+    write_json,
+)
 
 CHECKPOINT_FILES = frozenset(
     {"config.json", "model.safetensors", "meta.json", "train_state.safetensors", "train_state.json"}
@@ -103,10 +110,17 @@ def save_checkpoint(
             with open(written, "rb") as f:
                 os.fsync(f.fileno())
         replace_dir(tmp, out_dir, owned=CHECKPOINT_FILES)
-    except BaseException:
+    except BaseException as err:
         # Interrupted part-way (Ctrl-C, disk full): put the last complete checkpoint and the
         # logs already moved into `tmp` back in place, then drop `tmp`.
         recover_dir(out_dir, CHECKPOINT_FILES)
+        if isinstance(err, SafetensorError | OSError | UpoError):
+            # a full disk, a quota, a permission: one line naming --out, not the temporary
+            reason = os_reason(err) if not isinstance(err, UpoError) else str(err).split("(")[-1]
+            raise UpoError(
+                f"{out_dir}: cannot write a checkpoint ({reason.rstrip(')')}); the last complete "
+                "one is kept, --resume continues from it"
+            ) from None
         raise
 
 

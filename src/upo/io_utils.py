@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -288,3 +289,12 @@ def _step_of(line: str) -> int | None:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def os_reason(err: Exception) -> str:
+    """The operating system's words in an OSError, or in the SafetensorError safetensors raises
+    for one ("I/O error: No space left on device (os error 28) at path ...")."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    found = re.search(r"I/O error: (.*?) \(os error \d+\)", str(err))
+    return found.group(1) if found else str(err).splitlines()[0]

@@ -9,7 +9,6 @@ the chunks after it draw exactly the numbers an uninterrupted run would have dra
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UpoError
+from .io_utils import os_reason
 
 RESERVED = ("generator_state", "seconds")
 
@@ -62,12 +62,3 @@ def store(tensors: dict[str, torch.Tensor], path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def os_reason(err: Exception) -> str:
-    """The operating system's words in an OSError, or in the SafetensorError safetensors raises
-    for one ("I/O error: No space left on device (os error 28) at path ...")."""
-    if isinstance(err, OSError):
-        return err.strerror or str(err)
-    found = re.search(r"I/O error: (.*?) \(os error \d+\)", str(err))
-    return found.group(1) if found else str(err).splitlines()[0]
