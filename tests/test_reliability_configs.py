@@ -9,6 +9,7 @@ and a text task handed to the trainer of upo's own MDM.
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from test_reliability import (
     mdm_train_config,
@@ -241,3 +242,48 @@ def test_a_text_task_is_sent_to_train_hf(capsys, tmp_path):
     text = write_yaml(tmp_path / "c.yaml", mdm_train_config(task="gsm8k")).read_text()
     line = mdm_train_refused(capsys, tmp_path, text)
     assert "gsm8k" in line and "mdm train-hf" in line and "sudoku4" in line
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"trust_remote_code": "false"}, "trust_remote_code must be true or false"),
+        ({"trust_remote_code": 1}, "trust_remote_code must be true or false"),
+        ({"allow_unpadded_batching": "yes"}, "allow_unpadded_batching must be true or false"),
+        ({"mask_id": "68"}, "mask_id must be int or null"),
+        ({"mask_id": True}, "mask_id must be int or null"),
+        ({"dtype": 16}, "dtype must be str or dtype"),
+        ({"confidence": ["model"]}, "confidence must be str"),
+    ],
+)
+def test_hf_mdm_options_are_type_checked_before_anything_loads(
+    tmp_path, monkeypatch, capsys, options, message
+):
+    """A quoted "false" is a non-empty string, truthy: it must never run a model's own code."""
+    import transformers
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", must_not_load)
+    config = tmp_path / "upo.yaml"
+    data = tmp_path / "countdown.jsonl"
+    data.write_text('{"nums": [1, 2], "target": 3}\n')
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "countdown",
+                "mdm": f"hf:{tmp_path / 'model'}",
+                "mdm_options": options,
+                "train_data": str(data),
+                "init": "random",
+                "prompts_per_step": 1,
+                "group_size": 2,
+            }
+        )
+    )
+    out = tmp_path / "run"
+    assert main(["policy", "train", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -32,6 +32,38 @@ def is_hf_model(path: str | Path) -> bool:
     return "kind" not in data and ("model_type" in data or "architectures" in data)
 
 
+# The type every Hugging Face loading option must have (None: leave it to the model).
+HF_OPTION_TYPES = {
+    "trust_remote_code": (bool,),
+    "allow_unpadded_batching": (bool,),
+    "dtype": (str, torch.dtype),
+    "device": (str, torch.device),
+    "mask_id": (int, type(None)),
+    "convention": (str, type(None)),
+    "confidence": (str,),
+}
+
+
+def check_hf_options(options: dict) -> None:
+    """Every option that reaches from_pretrained has its exact type: a quoted "false" (a
+    non-empty string, so truthy) must never turn trust_remote_code on, nor a 1 stand for true."""
+    from .hf import HF_OPTIONS
+
+    unknown = sorted(set(options) - set(HF_OPTIONS), key=repr)
+    if unknown:
+        raise UpoError(f"unknown MDM option {unknown[0]!r:.40}; valid: {', '.join(HF_OPTIONS)}")
+    for name, value in options.items():
+        types = HF_OPTION_TYPES[name]
+        bad_bool = isinstance(value, bool) and bool not in types  # True is an int in Python
+        if bad_bool or not isinstance(value, types):
+            wanted = (
+                "true or false"
+                if types == (bool,)
+                else " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            )
+            raise UpoError(f"MDM option {name} must be {wanted}, got {value!r:.40}")
+
+
 def load_mdm(path: str | Path, threads: int | None = None, options: dict | None = None):
     """A Denoiser: upo's own MDM checkpoint, or a Hugging Face model (`hf:` + Hub id or
     directory, or a transformers directory) loaded with `options` (trust_remote_code, dtype,
@@ -40,15 +72,9 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     if threads:
         torch.set_num_threads(threads)
     if is_hf_model(path):
-        from .hf import HF_OPTIONS, HFDenoiser
+        from .hf import HFDenoiser
 
-        unknown = sorted(set(options or {}) - set(HF_OPTIONS))
-        if unknown:
-            raise UpoError(f"unknown MDM option {unknown[0]!r}; valid: {', '.join(HF_OPTIONS)}")
-        for flag in ("trust_remote_code", "allow_unpadded_batching"):
-            value = (options or {}).get(flag, False)
-            if not isinstance(value, bool):  # a quoted "false" is truthy: never run code on it
-                raise UpoError(f"MDM option {flag} must be true or false, got {value!r:.40}")
+        check_hf_options(options or {})
         name = str(path).removeprefix("hf:")
         return HFDenoiser.from_pretrained(name, **(options or {}))
     options = dict(options or {})
