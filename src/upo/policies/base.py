@@ -28,7 +28,7 @@ class StepState:
     attention_mask: torch.Tensor | None = None  # [B, L] False at padding; None: no padding
     # The dtype token probabilities are computed in (None: the logits', float32). LLaDA's own
     # generate() takes its softmax in the model's dtype; in bf16 that rounds near-ties into ties,
-    # so reproducing its orders exactly needs the same rounding (HFDenoiser softmax_dtype).
+    # so reproducing its orders exactly needs the same rounding (HFDenoiser confidence="model").
     softmax_dtype: torch.dtype | None = None
     # Break ties between equal scores as torch.topk does (LLaDA's generate) instead of towards
     # the lowest position. Only for reproducing that sampler: topk's choice among ties depends on
