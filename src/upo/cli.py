@@ -44,7 +44,7 @@ def cmd_demo(args) -> int:
     check_seed(args.seed)
     check_dir_target(args.out, "--out")
 
-    return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads)
+    return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads, dtype=args.dtype)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=200)
     d.add_argument("--seed", type=int, default=2026)
     d.add_argument("--threads", type=int, default=2)
+    d.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float32"),  # upo.models.precision.DTYPES, without torch
+        default="auto",
+        help="the MDMs' dtype; auto: bfloat16 where the CPU has native bf16, else float32",
+    )
     d.set_defaults(func=cmd_demo)
 
     from . import cli_data, cli_eval, cli_policy

@@ -154,7 +154,10 @@ def run_token_task_eval(args, held: contextlib.ExitStack) -> int:
                 store_key=f"p{index}",
             )
         results.append(res)
-    print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}\n")
+    note = getattr(mdm, "dtype_note", None)
+    print(
+        f"\n{task.name}, {len(batch)} items, MDM {args.mdm}" + (f" ({note})" if note else "") + "\n"
+    )
     print(markdown_table(results))
     difficulty = task.difficulty(batch)
     levels = np.unique(difficulty)
@@ -183,7 +186,9 @@ def run_token_task_eval(args, held: contextlib.ExitStack) -> int:
                 "task": task.name,
                 "n": len(batch),
                 "mdm": args.mdm,
-                "dtype": args.dtype or "auto",
+                # the dtype the MDM ran in: "auto" differs by CPU (upo.models.precision)
+                "dtype": used_dtype(mdm, args),
+                "dtype_requested": args.dtype or "auto",
                 "data": args.data,
                 "k": args.k,
                 "seed": args.seed,
@@ -219,6 +224,11 @@ def run_token_task_eval(args, held: contextlib.ExitStack) -> int:
     return 0
 
 
+def used_dtype(mdm, args) -> str:
+    """The dtype the MDM decodes in, as load_mdm chose it; the request for other Denoisers."""
+    return getattr(mdm, "dtype_used", None) or args.dtype or "auto"
+
+
 def write_results(path: str, results: dict, store) -> None:
     """Write --json, then drop the batches kept for --resume. When the write fails (disk full)
     the batches stay, and the one-line error says how to finish without decoding them again."""
@@ -250,7 +260,7 @@ def open_progress(args, mdm, names: list[str], held: contextlib.ExitStack):
     settings = {
         "task": args.task,
         "mdm": mdm.fingerprint(),
-        "dtype": args.dtype or "auto",
+        "dtype": used_dtype(mdm, args),  # batches decoded in another dtype must not be mixed in
         "data": file_digest(args.data),
         "n": args.n,
         "skip_invalid": args.skip_invalid,
@@ -321,7 +331,8 @@ def register(sub) -> None:
     p.add_argument(
         "--dtype",
         help="run the MDM in this dtype: float32 makes results independent of --batch-size "
-        "(the built-in MDM runs bf16 matmuls by default, whose rounding depends on batch shape)",
+        "(the built-in MDM runs bf16 matmuls where the CPU has native bf16, whose rounding "
+        "depends on batch shape; auto, the default, uses float32 on other CPUs)",
     )
     p.add_argument(
         "--pass-at",

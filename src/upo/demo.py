@@ -62,15 +62,15 @@ OUTPUT_FILES = (
 )
 
 
-def other_task_tables(n: int, batch_size: int = 64) -> list[str]:
+def other_task_tables(n: int, batch_size: int = 64, dtype: str = "auto") -> list[str]:
     """Markdown sections for the other shipped tasks: every hand rule and the learned policy on
-    the first `n` items of each held-out file."""
+    the first `n` items of each held-out file, the MDMs run in `dtype`."""
     sections = []
     for name, mdm_path, policy_path, data_path in OTHER_TASKS:
         if not (Path(mdm_path).is_dir() and Path(data_path).is_file()):
             continue
         task = get_task(name)
-        mdm = load_mdm(mdm_path)
+        mdm = load_mdm(mdm_path, options={"dtype": dtype})
         batch = task.load(data_path)
         batch = batch.select(np.arange(min(n, len(batch))))
         names = OTHER_RULES + ([policy_path] if Path(policy_path).is_dir() else [])
@@ -107,6 +107,7 @@ def run_demo(
     mdm_path: str = "checkpoints/sudoku9-mdm",
     policy_path: str = "checkpoints/sudoku9-policy",
     threads: int = 2,
+    dtype: str = "auto",
 ) -> int:
     torch.set_num_threads(threads)
     out_dir = Path(out)
@@ -115,7 +116,7 @@ def run_demo(
     task = get_task("sudoku9")
     if not Path(mdm_path).is_dir():
         raise UpoError(f"{mdm_path}: shipped MDM not found (run from the repository root)")
-    mdm = load_mdm(mdm_path)
+    mdm = load_mdm(mdm_path, options={"dtype": dtype})
     start = time.perf_counter()
     # Never evaluate on a puzzle the policy trained on: exclude every puzzle file under data/.
     exclude = existing_puzzles(sorted(Path("data").glob("sudoku9-*.jsonl")))
@@ -154,6 +155,7 @@ def run_demo(
             "task": task.name,
             "n": n,
             "mdm": mdm_path,
+            "dtype": mdm.dtype_used,
             "blanks": list(blanks),
             "seed": seed,
             "results": [r.summary() for r in results],
@@ -162,7 +164,7 @@ def run_demo(
     report = f"""# upo demo report
 
 9x9 Sudoku, {n} fresh held-out puzzles ({blanks[0]}-{blanks[1]} blanks, seed {seed}, unique solutions),
-MDM `{mdm_path}`, learned policy `{policy_path}`. Made by `upo demo` in {time.perf_counter() - start:.0f} s.
+MDM `{mdm_path}` in {mdm.dtype_used}, learned policy `{policy_path}`. Made by `upo demo` in {time.perf_counter() - start:.0f} s.
 
 {table}
 
@@ -178,7 +180,7 @@ Fill order of puzzle {item} (step at which each cell was revealed; `.` = given):
 
 ![fill order](fill_order.png)
 """
-    others = other_task_tables(n)
+    others = other_task_tables(n, dtype=dtype)
     if others:
         report += "\n# Other tasks\n\n" + "\n".join(others)
     atomic_write_text(out_dir / "report.md", report)

@@ -10,12 +10,14 @@ import torch
 from ..checkpoint import check_shapes, expected_shapes, load_weights, read_json, read_weight_shapes
 from ..config import from_dict
 from ..errors import UpoError
+from .precision import DTYPES, dtype_reason, resolve_dtype
 from .tiny import TinyConfig, TinyMDM
 
-# The built-in MDM's one option. "auto" runs it as trained (bf16 matmuls by default); "float32"
-# gives up that speed for arithmetic that does not depend on the batch shape (see
-# docs/results section 1, "Batch size and bf16 rounding").
-TINY_DTYPES = ("auto", "bfloat16", "float32")
+# The built-in MDM's one option. "auto" runs it as trained (bf16 matmuls by default) where bf16 is
+# native, and in float32 on a CPU that would only emulate bf16 (about 60x slower there, issue 29;
+# see upo.models.precision). "float32" also makes the arithmetic independent of the batch shape
+# (docs/results section 1, "Batch size and bf16 rounding").
+TINY_DTYPES = DTYPES
 
 
 def is_hf_model(path: str | Path) -> bool:
@@ -68,7 +70,8 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     """A Denoiser: upo's own MDM checkpoint, or a Hugging Face model (`hf:` + Hub id or
     directory, or a transformers directory) loaded with `options` (trust_remote_code, dtype,
     device, mask_id, convention: see upo.models.hf.HFDenoiser.from_pretrained). upo's own MDM
-    takes one option, dtype: auto (as trained), bfloat16 or float32."""
+    takes one option, dtype: auto (as trained where bf16 is native, else float32; see
+    upo.models.precision), bfloat16 or float32. The dtype used is `model.dtype_used`."""
     if threads:
         torch.set_num_threads(threads)
     if is_hf_model(path):
@@ -96,16 +99,35 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     if kind != "tiny":
         raise UpoError(f"{path}: unknown MDM kind {kind!r} (expected 'tiny')")
     model_cfg = from_dict(TinyConfig, cfg_json.get("model", {}), f"{path / 'config.json'}: model")
-    if dtype != "auto":
-        model_cfg.bf16 = dtype == "bfloat16"
+    trained_bf16 = model_cfg.bf16
+    used = tiny_dtype(dtype, trained_bf16)
+    model_cfg.bf16 = used == "bfloat16"
     check_tiny_weights(path / "model.safetensors", model_cfg, f"{path / 'config.json'}: model")
     model = TinyMDM(model_cfg)
     load_weights(model, path / "model.safetensors")
     model.freeze_for_inference()
     model.task = cfg_json.get("task")
+    # Said where a command reports its results (the eval table's header, JSON, meta.json), not
+    # on stderr at load: a bad input found after loading must still be one line.
+    model.dtype_used = used
+    model.dtype_note = f"{used}: {reason_for(used, dtype, trained_bf16)}"
     if threads:
         torch.set_num_threads(threads)
     return model
+
+
+def tiny_dtype(requested: str, trained_bf16: bool) -> str:
+    """The dtype upo's own MDM runs in. A checkpoint trained in float32 stays in float32 under
+    "auto": bf16 is a speed-up for models trained with it, never a change of model."""
+    if requested == "auto" and not trained_bf16:
+        return "float32"
+    return resolve_dtype(requested, "cpu")  # the built-in MDM always runs on the CPU
+
+
+def reason_for(used: str, requested: str, trained_bf16: bool) -> str:
+    if requested == "auto" and not trained_bf16:
+        return "as trained"
+    return dtype_reason(used, requested)
 
 
 def check_tiny_weights(weights: Path, cfg: TinyConfig, where: str) -> None:

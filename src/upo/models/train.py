@@ -30,6 +30,8 @@ from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
 from ..tasks.registry import TASK_NAMES, TEXT_TASK_NAMES, get_task
+from .precision import DTYPES
+from .registry import tiny_dtype
 from .tiny import TinyConfig, TinyMDM, masked_diffusion_loss
 
 
@@ -59,6 +61,9 @@ class MDMTrainConfig:
     # A finished tiny-MDM checkpoint to start from (a second stage with a fresh optimiser, schedule
     # and stream seed). Its model config must equal this run's; --resume ignores it.
     init_from: str | None = None
+    # The arithmetic of training: auto is the model's bf16 setting where the CPU has native bf16
+    # and float32 elsewhere (emulated bf16 is about 60x slower, issue 29); or bfloat16 / float32.
+    dtype: str = "auto"
 
     def validate(self) -> None:
         if self.task in TEXT_TASK_NAMES:
@@ -79,6 +84,8 @@ class MDMTrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         check_seed(self.seed)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r:.40}")
 
 
 def lr_at(cfg: MDMTrainConfig, step: int) -> float:
@@ -92,7 +99,18 @@ def lr_at(cfg: MDMTrainConfig, step: int) -> float:
 def build_model(cfg: MDMTrainConfig, task) -> TinyMDM:
     fields = {**cfg.model, **task.model_defaults()}
     model_cfg = from_dict(TinyConfig, fields, "config: model")
+    # config.json then records the arithmetic the weights were really trained in
+    model_cfg.bf16 = tiny_dtype(cfg.dtype, model_cfg.bf16) == "bfloat16"
     return TinyMDM(model_cfg)
+
+
+def run_config(cfg: MDMTrainConfig) -> dict:
+    """The train config as recorded in config.json. dtype auto is left out, as runs started
+    before the field existed have it, so that they still --resume."""
+    config = to_dict(cfg)
+    if config.get("dtype") == "auto":
+        del config["dtype"]
+    return config
 
 
 def load_initial_weights(model: TinyMDM, ckpt_dir: str | Path) -> str:
@@ -101,8 +119,11 @@ def load_initial_weights(model: TinyMDM, ckpt_dir: str | Path) -> str:
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / "config.json").is_file():
         raise UpoError(f"init_from: {ckpt_dir} is not an MDM checkpoint (no config.json)")
-    saved = read_json(ckpt_dir / "config.json").get("model")
-    ours = to_dict(model.cfg)
+    # bf16 is the arithmetic, not the model: a stage trained in bf16 may go on in float32 on a
+    # CPU without native bf16
+    saved = dict(read_json(ckpt_dir / "config.json").get("model") or {})
+    saved.pop("bf16", None)
+    ours = {k: v for k, v in to_dict(model.cfg).items() if k != "bf16"}
     if saved != ours:
         keys = sorted(
             k for k in set(ours) | set(saved or {}) if (saved or {}).get(k) != ours.get(k)
@@ -201,7 +222,7 @@ def train_mdm(
     gen = torch.Generator().manual_seed(cfg.seed)
     start, elapsed = 0, 0.0
     init_fingerprint = None
-    finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
+    finished = prepare_run_dir(out_dir, run_config(cfg), resume)
     if finished is not None:
         print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
         return finished
@@ -222,15 +243,17 @@ def train_mdm(
     maskable = answer_positions(task, task.seq_len)
     log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
     n_params = model.num_parameters()
+    dtype_used = "bfloat16" if model.cfg.bf16 else "float32"
     print(
-        f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {start}->{cfg.steps}",
+        f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {start}->{cfg.steps}, "
+        f"{dtype_used} (dtype {cfg.dtype})",
         file=sys.stderr,
     )
     config_json = {
         "kind": "tiny",
         "task": cfg.task,
         "model": to_dict(model.cfg),
-        "train": to_dict(cfg),
+        "train": run_config(cfg),
     }
     last_val: dict = {}
 
@@ -244,6 +267,7 @@ def train_mdm(
             "sequences_seen": step * cfg.batch_size,
             "train_seconds": round(elapsed, 1),
             "parameters": n_params,
+            "dtype": dtype_used,
             "validation": last_val,
             "init_from": cfg.init_from,
             "init_fingerprint": init_fingerprint,

@@ -540,6 +540,7 @@ def train_upo(
             "optimizer_steps": cfg.optimizer_steps_before(step),
             "complete": complete,
             "mdm": cfg.mdm,
+            "mdm_dtype": getattr(mdm, "dtype_used", None),  # "auto" differs by CPU
             "train_data": cfg.train_data,
             "validation": last_val,
             **extra_meta,

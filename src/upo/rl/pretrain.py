@@ -383,6 +383,7 @@ def pretrain_policy(
             "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
             "train_data": cfg.train_data,
             "mdm": cfg.mdm,
+            "mdm_dtype": getattr(mdm, "dtype_used", None),  # "auto" differs by CPU
             "states": len(train_states),
             **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
             "seconds": round(seconds_before + time.perf_counter() - t0, 1),
