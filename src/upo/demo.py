@@ -62,27 +62,40 @@ OUTPUT_FILES = (
 )
 
 
-def other_task_tables(n: int, batch_size: int = 64, dtype: str = "auto") -> list[str]:
-    """Markdown sections for the other shipped tasks: every hand rule and the learned policy on
-    the first `n` items of each held-out file, the MDMs run in `dtype`."""
-    sections = []
+def other_task_plan(n: int) -> list[tuple[str, str, list[str], str, int]]:
+    """(task, MDM, policy names, held-out file, items) of each other shipped task present."""
+    plan = []
     for name, mdm_path, policy_path, data_path in OTHER_TASKS:
         if not (Path(mdm_path).is_dir() and Path(data_path).is_file()):
             continue
+        names = OTHER_RULES + ([policy_path] if Path(policy_path).is_dir() else [])
+        items = min(n, len(get_task(name).load(data_path)))
+        plan.append((name, mdm_path, names, data_path, items))
+    return plan
+
+
+def other_task_tables(
+    n: int, batch_size: int = 64, dtype: str = "auto", bar: tqdm | None = None
+) -> list[str]:
+    """Markdown sections for the other shipped tasks: every hand rule and the learned policy on
+    the first `n` items of each held-out file, the MDMs run in `dtype`. `bar` (the demo's overall
+    progress bar) advances with every decoded batch."""
+    sections = []
+    for name, mdm_path, names, data_path, items in other_task_plan(n):
         task = get_task(name)
         mdm = load_mdm(mdm_path, options={"dtype": dtype})
-        batch = task.load(data_path)
-        batch = batch.select(np.arange(min(n, len(batch))))
-        names = OTHER_RULES + ([policy_path] if Path(policy_path).is_dir() else [])
+        batch = task.load(data_path).select(np.arange(items))
         results = []
         for policy_name in names:
             policy = resolve_policy(policy_name, mdm)
-            with tqdm(total=len(batch), desc=f"{name}: eval {policy.name}", file=sys.stderr) as bar:
-                results.append(
-                    evaluate_policy(
-                        mdm, task, batch, policy, batch_size=batch_size, progress=bar.update
-                    )
+            if bar is not None:
+                bar.set_postfix_str(f"{name}: {policy.name}")
+            results.append(
+                evaluate_policy(
+                    mdm, task, batch, policy, batch_size=batch_size,
+                    progress=bar.update if bar is not None else None,
                 )
+            )  # fmt: skip
         title = f"{name}, the first {len(batch)} items of `{data_path}`, MDM `{mdm_path}`"
         table = markdown_table(results)
         print(f"\n{title}\n\n{table}")
@@ -128,13 +141,18 @@ def run_demo(
     write_jsonl(out_dir / "heldout.jsonl", puzzles, solutions)
     batch = task.batch(puzzles, solutions)
     names = RULES + ([policy_path] if Path(policy_path).is_dir() else [])
+    # One bar over every puzzle the demo decodes, all tables included, so its ETA is the demo's;
+    # it advances with each batch of 64.
+    plan = other_task_plan(n)
+    total = n * len(names) + sum(items * len(rules) for _, _, rules, _, items in plan)
+    bar = tqdm(total=total, desc="upo demo: decoding", unit="puzzle", file=sys.stderr)
     results = []
     for name in names:
         policy = resolve_policy(name, mdm)
-        with tqdm(total=n, desc=f"eval {policy.name}", file=sys.stderr) as bar:
-            results.append(
-                evaluate_policy(mdm, task, batch, policy, batch_size=64, progress=bar.update)
-            )
+        bar.set_postfix_str(f"sudoku9: {policy.name}")
+        results.append(
+            evaluate_policy(mdm, task, batch, policy, batch_size=64, progress=bar.update)
+        )
     table = markdown_table(results)
     print(f"\n9x9 Sudoku, {n} fresh held-out puzzles with {blanks[0]}-{blanks[1]} blanks\n")
     print(table)
@@ -180,7 +198,8 @@ Fill order of puzzle {item} (step at which each cell was revealed; `.` = given):
 
 ![fill order](fill_order.png)
 """
-    others = other_task_tables(n, dtype=dtype)
+    others = other_task_tables(n, dtype=dtype, bar=bar)
+    bar.close()
     if others:
         report += "\n# Other tasks\n\n" + "\n".join(others)
     atomic_write_text(out_dir / "report.md", report)
