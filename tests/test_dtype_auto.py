@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -155,3 +156,32 @@ def test_mdm_training_refuses_an_unknown_dtype():
     cfg = MDMTrainConfig(task="sudoku4", dtype="float16")
     with pytest.raises(ValueError, match="dtype must be one of"):
         cfg.validate()
+
+
+@pytest.mark.parametrize(
+    "argv, target, read",
+    [
+        (["policy", "train", "--config", "configs/upo-sudoku9.yaml"], "upo.rl.grpo.train_upo",
+         lambda cfg: cfg.mdm_options["dtype"]),
+        (["policy", "pretrain", "--config", "configs/policy-pretrain-sudoku9.yaml"],
+         "upo.rl.pretrain.pretrain_policy", lambda cfg: cfg.mdm_options["dtype"]),
+        (["mdm", "train", "--config", "configs/mdm-sudoku4.yaml"], "upo.models.train.train_mdm",
+         lambda cfg: cfg.dtype),
+    ],
+)  # fmt: skip
+def test_every_training_command_takes_dtype(monkeypatch, tmp_path, argv, target, read):
+    seen = {}
+
+    class Reached(BaseException):  # run_guarded turns an Exception into an exit status
+        pass
+
+    def stop(cfg, *args, **kwargs):
+        seen["dtype"] = read(cfg)
+        raise Reached
+
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, stop)
+    monkeypatch.chdir(REPO)
+    with pytest.raises(Reached):
+        main([*argv, "--out", str(tmp_path / "run"), "--dtype", "float32"])
+    assert seen["dtype"] == "float32"

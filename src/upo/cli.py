@@ -18,7 +18,8 @@ def cmd_mdm_train(args) -> int:
     from .config import load_config
     from .models.train import MDMTrainConfig, train_mdm
 
-    cfg = load_config(MDMTrainConfig, args.config, {"steps": args.steps, "threads": args.threads})
+    overrides = {"steps": args.steps, "threads": args.threads, "dtype": args.dtype}
+    cfg = load_config(MDMTrainConfig, args.config, overrides)
     meta = train_mdm(cfg, args.out, resume=args.resume, command=_command_line())
     print(f"wrote {args.out}: {meta['steps']} steps, validation {meta['validation']}")
     return 0
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--steps", type=int, help="override the config's steps")
     p.add_argument("--threads", type=int, help="override the config's torch threads")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float32"],
+        help="override the config's dtype (auto: bfloat16 only where the CPU has native bf16)",
+    )
     p.set_defaults(func=cmd_mdm_train)
     p = mdm_sub.add_parser(
         "train-hf",

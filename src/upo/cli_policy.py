@@ -9,15 +9,27 @@ from .errors import UpoError
 
 def cmd_pretrain(args) -> int:
     from .cli import _command_line
-    from .config import load_config
+    from .config import from_dict, load_yaml
     from .rl.pretrain import PretrainConfig, pretrain_policy
 
-    cfg = load_config(PretrainConfig, args.config, {"seed": args.seed, "threads": args.threads})
+    data = load_yaml(args.config)
+    data.update(
+        {k: v for k, v in {"seed": args.seed, "threads": args.threads}.items() if v is not None}
+    )
+    with_mdm_dtype(data, args.dtype)
+    cfg = from_dict(PretrainConfig, data, str(args.config))
     meta = pretrain_policy(cfg, args.out, resume=args.resume, command=_command_line())
     print(
         f"wrote {args.out}: held-out agreement with {meta['pretrained_on']} {meta['held_out_agreement']:.3f}"
     )
     return 0
+
+
+def with_mdm_dtype(data: dict, dtype: str | None) -> None:
+    """--dtype: the MDM's arithmetic (mdm_options.dtype), over what the config says."""
+    if dtype is not None:
+        options = data.get("mdm_options")
+        data["mdm_options"] = {**(options if isinstance(options, dict) else {}), "dtype": dtype}
 
 
 def cmd_train(args) -> int:
@@ -41,6 +53,7 @@ def cmd_train(args) -> int:
         data.update(steps=args.steps, max_steps=None)
     if args.max_steps is not None:
         data.update(max_steps=args.max_steps, steps=None)
+    with_mdm_dtype(data, args.dtype)
     cfg = from_dict(UPOConfig, data, str(args.config))
     meta = train_upo(
         cfg, args.out, resume=args.resume, command=_command_line(), report_to=args.report_to
@@ -64,6 +77,12 @@ def register(sub) -> None:
         "--resume",
         action="store_true",
         help="continue an interrupted run in --out: visited states and finished epochs are kept",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float32"],
+        help="the MDM's arithmetic (default: the config's mdm_options, else auto: bfloat16 only "
+        "where the CPU has native bf16)",
     )
     p.set_defaults(func=cmd_pretrain)
 
@@ -89,5 +108,11 @@ def register(sub) -> None:
         default=None,
         help="also mirror each step's metrics to TensorBoard (DIR/tensorboard) or Weights & "
         "Biases; needs that package installed",
+    )
+    t.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float32"],
+        help="the MDM's arithmetic (default: the config's mdm_options, else auto: bfloat16 only "
+        "where the CPU has native bf16)",
     )
     t.set_defaults(func=cmd_train)
