@@ -45,7 +45,8 @@ def test_masks_only_blanks_and_keeps_one_per_row(tmp_path):
     view = SimpleNamespace(tokenizer=tokenizer, mask_id=mask_id, eos_ids=[])
     task = get_task("sudoku4-paper", cfg.task_options).bind(view)
     batch = task.load(cfg.train_data)
-    inputs, targets, loss_mask = masked_batch(task, batch, torch.Generator().manual_seed(0), cfg)
+    gen = torch.Generator().manual_seed(0)
+    inputs, targets, loss_mask = masked_batch(batch.tokens, task.filled(batch), mask_id, gen, cfg)
     blanks = torch.from_numpy(batch.tokens) == mask_id
     assert (loss_mask <= blanks).all() and loss_mask.any(1).all()
     assert (inputs[loss_mask] == mask_id).all()

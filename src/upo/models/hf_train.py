@@ -124,11 +124,17 @@ def training_view(model, tokenizer, mask_id: int):
     return SimpleNamespace(tokenizer=tokenizer, mask_id=mask_id, eos_ids=eos)
 
 
-def masked_batch(task, batch, gen: torch.Generator, cfg: HFMDMTrainConfig):
-    """(inputs, targets, loss mask): each blank revealed with probability 1 - t."""
-    targets = torch.from_numpy(task.filled(batch))
-    tokens = torch.from_numpy(batch.tokens)
-    blanks = tokens == task.mask_id
+def masked_batch(
+    tokens: np.ndarray,
+    targets: np.ndarray,
+    mask_id: int,
+    gen: torch.Generator,
+    cfg: HFMDMTrainConfig,
+):
+    """(inputs, targets, loss mask) of `tokens` (every blank masked) and their `targets` (the
+    task's `filled` tokens): each blank revealed with probability 1 - t."""
+    tokens, targets = torch.from_numpy(tokens), torch.from_numpy(targets)
+    blanks = tokens == mask_id
     t = cfg.t_min + (cfg.t_max - cfg.t_min) * torch.rand(len(tokens), generator=gen)
     keep_masked = (torch.rand(tokens.shape, generator=gen) < t[:, None]) & blanks
     # Every sequence keeps at least one masked blank: a random one where the draw kept none.
@@ -198,6 +204,9 @@ def train_hf_mdm(
             f"task {cfg.task}: no fixed answer positions to train on (use sudoku4-paper)"
         )
     train = task.load(cfg.train_data)
+    # Tokenized once: the targets of a puzzle never change, and re-encoding the sampled rows at
+    # every step would put the tokenizer on the training loop's hot path.
+    train_targets = task.filled(train)
     val = task.load(cfg.val_data, n=cfg.val_n) if cfg.val_data else None
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
@@ -245,7 +254,9 @@ def train_hf_mdm(
         t0 = time.time()
         rows = torch.randint(0, len(train), (cfg.batch_size,), generator=gen).numpy()
         batch = train.select(np.asarray(rows))
-        inputs, targets, loss_mask = masked_batch(task, batch, gen, cfg)
+        inputs, targets, loss_mask = masked_batch(
+            batch.tokens, train_targets[rows], task.mask_id, gen, cfg
+        )
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
         loss = masked_loss(
