@@ -201,7 +201,9 @@ def test_padding_probe_catches_attention_that_ignores_the_padding_mask(model_dir
     assert [r.tolist() for r in mixed] != [r.tolist() for r in alone]
 
 
-def test_load_says_in_one_line_when_padding_changes_the_logits(model_dirs, monkeypatch, capsys):
+@pytest.fixture
+def leaky_loads(monkeypatch):
+    """Every model transformers loads from here on ignores the padding mask, as old LLaDA."""
     import transformers
 
     load = transformers.AutoModel.from_pretrained
@@ -212,6 +214,9 @@ def test_load_says_in_one_line_when_padding_changes_the_logits(model_dirs, monke
         return model
 
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", leaky_load)
+
+
+def test_load_says_in_one_line_when_padding_changes_the_logits(model_dirs, leaky_loads, capsys):
     mdm = load_mdm(f"hf:{model_dirs['llada']}", options={"trust_remote_code": True})
     err = capsys.readouterr().err.strip().splitlines()
     assert not mdm.padding_exact
@@ -250,23 +255,13 @@ def test_each_batch_is_padded_to_its_own_longest_prompt(llada):
 
 
 def test_upo_refuses_padded_rollouts_on_a_model_that_ignores_the_padding_mask(
-    model_dirs, monkeypatch, tmp_path
+    model_dirs, leaky_loads, tmp_path
 ):
     import json
-
-    import transformers
 
     from upo.errors import UpoError
     from upo.rl.grpo import UPOConfig, train_upo
 
-    load = transformers.AutoModel.from_pretrained
-
-    def leaky_load(*args, **kwargs):
-        model = load(*args, **kwargs)
-        ignore_padding_mask(model)
-        return model
-
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", leaky_load)
     data = tmp_path / "countdown.jsonl"
     rows = [{"nums": [3, 8, 1], "target": 24}, {"nums": [2, 5, 7, 30], "target": 100}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
