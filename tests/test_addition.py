@@ -15,9 +15,9 @@ from upo.cli import main
 from upo.errors import UpoError
 from upo.models.registry import load_mdm
 from upo.models.tiny import TinyConfig, TinyMDM
-from upo.models.train import MDMTrainConfig, answer_positions, draw_mask, train_mdm
 from upo.tasks.addition.layout import MASK, encode, exact_sum, render
 from upo.tasks.registry import get_task
+from upo.training.mdm import MDMTrainConfig, answer_positions, draw_mask, train_mdm
 
 TASK = get_task("addition")
 SPEC = TASK.spec

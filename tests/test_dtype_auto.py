@@ -15,9 +15,9 @@ from upo.errors import UpoError
 from upo.evaluate import evaluate_policy
 from upo.models import precision
 from upo.models.registry import load_mdm
-from upo.models.train import MDMTrainConfig, build_model, run_config
 from upo.policies.rules import make_rule
 from upo.tasks.registry import get_task
+from upo.training.mdm import MDMTrainConfig, build_model, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 MDM = REPO / "checkpoints" / "sudoku4-mdm"
@@ -165,7 +165,7 @@ def test_mdm_training_refuses_an_unknown_dtype():
          lambda cfg: cfg.mdm_options["dtype"]),
         (["policy", "pretrain", "--config", "configs/policy-pretrain-sudoku9.yaml"],
          "upo.rl.pretrain.pretrain_policy", lambda cfg: cfg.mdm_options["dtype"]),
-        (["mdm", "train", "--config", "configs/mdm-sudoku4.yaml"], "upo.models.train.train_mdm",
+        (["mdm", "train", "--config", "configs/mdm-sudoku4.yaml"], "upo.training.mdm.train_mdm",
          lambda cfg: cfg.dtype),
     ],
 )  # fmt: skip

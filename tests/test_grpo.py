@@ -25,7 +25,6 @@ from upo.errors import UpoError
 from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
 from upo.policies.rules import make_rule
 from upo.rl.grpo import (
-    Distributed,
     UPOConfig,
     group_advantages,
     per_item_sum,
@@ -35,6 +34,7 @@ from upo.rl.grpo import (
 )
 from upo.rl.references import make_reference
 from upo.rl.rollout import collect
+from upo.training.distributed import Distributed
 
 ALL_REFERENCES = [
     "confidence",

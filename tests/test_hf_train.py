@@ -13,8 +13,8 @@ import torch
 from reference_models import require_reference_models
 from upo.errors import UpoError
 from upo.models.hf import HFDenoiser
-from upo.models.hf_train import HFMDMTrainConfig, build_model, masked_batch, train_hf_mdm
 from upo.tasks.registry import get_task
+from upo.training.hf_mdm import HFMDMTrainConfig, build_model, masked_batch, train_hf_mdm
 
 
 def config(tmp_path, **changes) -> HFMDMTrainConfig:
@@ -55,7 +55,7 @@ def test_masks_only_blanks_and_keeps_one_per_row(tmp_path):
 
 
 def test_resume_ends_bit_identical_and_exports_a_loadable_model(tmp_path, monkeypatch):
-    import upo.models.hf_train as hf_train
+    import upo.training.hf_mdm as hf_train
 
     straight = train_hf_mdm(config(tmp_path), tmp_path / "straight")
     assert straight["complete"] and straight["steps"] == 4

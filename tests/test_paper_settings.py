@@ -14,8 +14,9 @@ from upo.errors import UpoError
 from upo.policies.base import StepState
 from upo.policies.resolve import resolve_policy
 from upo.policies.rules import RULE_NAMES, SoftmaxVocab, make_rule
-from upo.rl.grpo import UPOConfig, check_prompt_split
+from upo.rl.grpo import UPOConfig
 from upo.rl.references import REFERENCE_NAMES, make_reference
+from upo.training.distributed import check_prompt_split
 
 ROOT = Path(__file__).resolve().parents[1]
 LLADA_RECIPES = sorted((ROOT / "configs").glob("llada-*.yaml"))

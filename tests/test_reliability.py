@@ -26,14 +26,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-import upo.models.train as train_module
 import upo.rl.grpo as grpo_module
+import upo.training.mdm as train_module
 from upo.checkpoint import CHECKPOINT_FILES, load_train_state, prepare_run_dir, save_checkpoint
 from upo.config import from_dict, load_config, to_dict
 from upo.errors import UpoError
 from upo.io_utils import JsonlLog, atomic_write_text, read_jsonl, recover_dir, replace_dir
 from upo.models.registry import load_mdm
-from upo.models.train import MDMTrainConfig, build_model, train_mdm
 from upo.policies.learned import PolicyConfig, PolicyNet, load_policy, save_policy
 from upo.rl.grpo import UPOConfig, train_upo
 from upo.rl.pretrain import PretrainConfig
@@ -41,6 +40,7 @@ from upo.tasks.registry import get_task
 from upo.tasks.sudoku.generate import generate_puzzles
 from upo.tasks.sudoku.grid import SPECS
 from upo.tasks.sudoku.io import write_jsonl
+from upo.training.mdm import MDMTrainConfig, build_model, train_mdm
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"d_model": 16, "n_layers": 2, "n_heads": 2, "ff_mult": 2}

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from test_reliability import cli_env, mdm_train_config, message_lines, one_line, write_yaml
-from upo.checkpoint import prepare_run_dir, read_json
+from upo.checkpoint import prepare_run_dir
 from upo.cli import main
 from upo.errors import UpoError
+from upo.io_utils import read_json
 from upo.models.registry import load_mdm
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"

@@ -23,11 +23,11 @@ from test_reliability import (
 from upo.cli import main
 from upo.config import from_dict, load_config
 from upo.errors import UpoError
-from upo.models.hf_train import HFMDMTrainConfig
-from upo.models.train import MDMTrainConfig
 from upo.policies.rules import make_rule
 from upo.rl.grpo import UPOConfig
 from upo.rl.pretrain import PretrainConfig
+from upo.training.hf_mdm import HFMDMTrainConfig
+from upo.training.mdm import MDMTrainConfig
 
 # Billion laughs, all inside one setting: each level is nine aliases of the one before. Six
 # levels (9**6 strings) keep the unfixed run quick; the refusal does not depend on the depth.

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from upo.config import load_config
-from upo.models.hf_train import HFMDMTrainConfig
-from upo.models.train import MDMTrainConfig
 from upo.rl.grpo import UPOConfig
 from upo.rl.pretrain import PretrainConfig
+from upo.training.hf_mdm import HFMDMTrainConfig
+from upo.training.mdm import MDMTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import upo.models.train as train_module
+import upo.training.mdm as train_module
 from conftest import make_puzzles, make_tiny
 from upo.checkpoint import load_weights, save_checkpoint
 from upo.config import from_dict, load_config, to_dict
@@ -18,8 +18,8 @@ from upo.errors import UpoError
 from upo.io_utils import read_jsonl
 from upo.models.registry import load_mdm
 from upo.models.tiny import TinyConfig, TinyMDM, masked_diffusion_loss
-from upo.models.train import MDMTrainConfig, lr_at, train_mdm
 from upo.tasks.registry import get_task
+from upo.training.mdm import MDMTrainConfig, lr_at, train_mdm
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from upo.cli import main
 from upo.errors import UpoError
-from upo.models.train import answer_positions
 from upo.tasks.registry import get_task
 from upo.tasks.zebra.generate import ZebraStream, make_puzzle
 from upo.tasks.zebra.solver import is_unique, solve
@@ -26,6 +25,7 @@ from upo.tasks.zebra.spec import (
     house_of,
     solved_batch,
 )
+from upo.training.mdm import answer_positions
 
 TASK = get_task("zebra4")
 SPEC = TASK.spec

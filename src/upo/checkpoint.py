@@ -24,6 +24,7 @@ from .errors import UpoError
 from .io_utils import (
     fresh_tmp_dir,
     os_reason,
+    read_json,
     recover_dir,
     replace_dir,
     usual_mode,
@@ -124,27 +125,9 @@ def save_checkpoint(
         raise
 
 
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise UpoError(f"{path.parent}: not a checkpoint ({path.name} is missing)")
-    try:
-        # bytes, decoded as UTF-8 whatever the locale: the same file reads the same everywhere
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except json.JSONDecodeError as err:
-        raise UpoError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except UnicodeDecodeError as err:
-        raise UpoError(
-            f"{path}: not a text file (not UTF-8: {err.reason} at byte {err.start})"
-        ) from None
-    except RecursionError:
-        raise UpoError(f"{path}: not valid JSON (nested too deeply)") from None
-    except ValueError as err:  # e.g. an integer of more digits than Python converts
-        raise UpoError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
-    except OSError as err:
-        raise UpoError(f"{path}: cannot read ({err.strerror or err})") from None
-    if not isinstance(data, dict):
-        raise UpoError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+def checkpoint_json(ckpt_dir: str | Path, name: str) -> dict:
+    """One JSON file of a checkpoint directory (config.json, meta.json, train_state.json)."""
+    return read_json(Path(ckpt_dir) / name, f"{ckpt_dir}: not a checkpoint ({name} is missing)")
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -271,7 +254,7 @@ def check_weights_fit(path: Path, build: Callable[[], torch.nn.Module], where: s
 def load_train_state(ckpt_dir: Path, optimizer) -> tuple[dict, dict]:
     """Restore optimizer moments; return (train_state json, extra tensors such as RNG state)."""
     tensors = read_tensors(ckpt_dir / "train_state.safetensors")
-    state = read_json(ckpt_dir / "train_state.json")
+    state = checkpoint_json(ckpt_dir, "train_state.json")
     if not isinstance(state.get("step"), int) or "param_groups" not in state:
         raise UpoError(f"{ckpt_dir / 'train_state.json'}: no step or optimizer settings in it")
     try:
@@ -305,7 +288,7 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
             )
         return None
     if not (out_dir / "train_state.json").exists():
-        meta = read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
+        meta = checkpoint_json(out_dir, "meta.json") if (out_dir / "meta.json").exists() else {}
         if meta.get("complete"):
             # "already complete" only for the config it completed: another one (more steps, say)
             # would otherwise look done without having run.
@@ -317,7 +300,7 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
 
 
 def check_same_config(out_dir: Path, train_config: dict) -> None:
-    saved = read_json(out_dir / "config.json").get("train") or {}
+    saved = checkpoint_json(out_dir, "config.json").get("train") or {}
     if not same_run_config(saved, train_config):
         raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
 

@@ -16,7 +16,7 @@ def _command_line() -> str:
 
 def cmd_mdm_train(args) -> int:
     from .config import load_config
-    from .models.train import MDMTrainConfig, train_mdm
+    from .training.mdm import MDMTrainConfig, train_mdm
 
     overrides = {"steps": args.steps, "threads": args.threads, "dtype": args.dtype}
     cfg = load_config(MDMTrainConfig, args.config, overrides)
@@ -27,7 +27,7 @@ def cmd_mdm_train(args) -> int:
 
 def cmd_mdm_train_hf(args) -> int:
     from .config import load_config
-    from .models.hf_train import HFMDMTrainConfig, train_hf_mdm
+    from .training.hf_mdm import HFMDMTrainConfig, train_hf_mdm
 
     cfg = load_config(HFMDMTrainConfig, args.config, {"steps": args.steps, "threads": args.threads})
     meta = train_hf_mdm(cfg, args.out, resume=args.resume, command=_command_line())

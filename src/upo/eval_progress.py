@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import read_json
 from .errors import UpoError
-from .io_utils import write_json
+from .io_utils import read_json, write_json
 from .stored_chunks import stored_or_computed
 
 ARRAYS = ("outputs", "order", "nfe", "loglik")

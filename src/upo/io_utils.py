@@ -198,6 +198,32 @@ def write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | Path, missing: str | None = None) -> dict:
+    """A JSON object from a file, every failure one UpoError line; `missing` is the message
+    when the file is absent (default: "PATH: file not found")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UpoError(missing or f"{path}: file not found")
+    try:
+        # bytes, decoded as UTF-8 whatever the locale: the same file reads the same everywhere
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise UpoError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise UpoError(
+            f"{path}: not a text file (not UTF-8: {err.reason} at byte {err.start})"
+        ) from None
+    except RecursionError:
+        raise UpoError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise UpoError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise UpoError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(data, dict):
+        raise UpoError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path, owned: frozenset[str] = frozenset()) -> None:
     """Swap a fully written temporary directory into place.
 

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import check_shapes, expected_shapes, load_weights, read_json, read_weight_shapes
+from ..checkpoint import (
+    check_shapes,
+    checkpoint_json,
+    expected_shapes,
+    load_weights,
+    read_weight_shapes,
+)
 from ..config import from_dict
 from ..errors import UpoError
+from ..io_utils import read_json
 from .precision import DTYPES, dtype_reason, resolve_dtype
 from .tiny import TinyConfig, TinyMDM
 
@@ -94,7 +101,7 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     path = Path(path)
     if not path.is_dir():
         raise UpoError(f"{path}: MDM checkpoint directory not found")
-    cfg_json = read_json(path / "config.json")
+    cfg_json = checkpoint_json(path, "config.json")
     kind = cfg_json.get("kind", "tiny")
     if kind != "tiny":
         raise UpoError(f"{path}: unknown MDM kind {kind!r} (expected 'tiny')")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import check_weights_fit, load_weights, read_json, save_checkpoint
+from ..checkpoint import check_weights_fit, checkpoint_json, load_weights, save_checkpoint
 from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..models.tiny import attention, fused_attention
@@ -259,7 +259,7 @@ def is_policy_checkpoint(path) -> bool:
     if not (p / "config.json").is_file():
         return False
     try:
-        return read_json(p / "config.json").get("kind") == "policy"
+        return checkpoint_json(p, "config.json").get("kind") == "policy"
     except UpoError:
         return False
 
@@ -269,7 +269,7 @@ def load_policy(path, mdm=None) -> PolicyNet:
     path = Path(path)
     if not path.is_dir():
         raise UpoError(f"{path}: policy checkpoint directory not found")
-    cfg_json = read_json(path / "config.json")
+    cfg_json = checkpoint_json(path, "config.json")
     if cfg_json.get("kind") != "policy":
         raise UpoError(
             f"{path}: not a policy checkpoint (config.json kind is {cfg_json.get('kind')!r})"

@@ -28,7 +28,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import git_commit, load_train_state, load_weights, prepare_run_dir, read_json
+from ..checkpoint import (
+    checkpoint_json,
+    git_commit,
+    load_train_state,
+    load_weights,
+    prepare_run_dir,
+)
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..evaluate import evaluate_policy, padding_safe_batch_size
@@ -45,8 +51,9 @@ from ..policies.learned import (
 )
 from ..policies.rules import make_rule
 from ..tasks.registry import get_task
+from ..training.distributed import Distributed, check_prompt_split
+from ..training.reporting import reporter_opener
 from .references import Reference, make_reference
-from .reporting import reporter_opener
 from .rollout import States, collect
 
 
@@ -335,90 +342,6 @@ def update(
     return stats
 
 
-class Distributed:
-    """Prompts split across processes (accelerate launch / torchrun), gradients averaged."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world == 1 and int(os.environ.get("ACCELERATE_NUM_PROCESSES", "1")) > 1:
-            print(
-                "upo: warning: accelerate asked for several processes but only one started; on CPU use "
-                "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`",
-                file=sys.stderr,
-            )
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                # Statistics are CPU tensors (gloo); GPU gradients go through NCCL.
-                backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-                dist.init_process_group(backend)
-            self.dist = dist
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sync_grads(self, net) -> None:
-        if self.world == 1:
-            return
-        for p in net.parameters():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            self.dist.all_reduce(p.grad)
-            p.grad /= self.world
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        self.dist.all_reduce(t)
-        return float(t) / self.world
-
-    def broadcast_params(self, net) -> None:
-        if self.world > 1:
-            for p in net.parameters():
-                self.dist.broadcast(p.data, 0)
-
-    def checksums(self, net) -> list[float]:
-        """One parameter checksum per process: replicas must stay identical."""
-        local = torch.tensor(
-            [sum(float(p.detach().double().sum()) for p in net.parameters())], dtype=torch.float64
-        )
-        if self.world == 1:
-            return [float(local)]
-        gathered = [torch.zeros_like(local) for _ in range(self.world)]
-        self.dist.all_gather(gathered, local)
-        return [float(g) for g in gathered]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.dist.barrier()
-
-    def close(self) -> None:
-        # Without this, gloo sometimes aborts at interpreter exit after a complete run.
-        if self.world > 1 and self.dist.is_initialized():
-            self.dist.destroy_process_group()
-
-
-def check_prompt_split(prompts_per_step: int, world: int) -> None:
-    """Each process decodes its share of a round's prompts (prompts[rank::world]): a process
-    with none would have no trajectories to average its loss over. An uneven share still runs,
-    but the processes' gradients are averaged with equal weight, so it is said."""
-    if prompts_per_step < world:
-        raise UpoError(
-            f"prompts_per_step {prompts_per_step} is smaller than the {world} processes; "
-            f"use a multiple of {world} or fewer processes"
-        )
-    if prompts_per_step % world:
-        print(
-            f"upo: warning: prompts_per_step {prompts_per_step} does not split evenly over "
-            f"{world} processes; trajectories on processes with fewer prompts weigh more",
-            file=sys.stderr,
-        )
-
-
 def load_split(task, path: str, what: str):
     if hasattr(task, "bind"):  # a text task: its loader says what to download when missing
         return task.load(path)
@@ -500,7 +423,7 @@ def train_upo(
         print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
         return finished
     if resume:
-        was = read_json(out_dir / "config.json").get("mdm_fingerprint")
+        was = checkpoint_json(out_dir, "config.json").get("mdm_fingerprint")
         if was != mdm.fingerprint():
             raise UpoError(
                 f"{out_dir}: run was trained on MDM {was}, {cfg.mdm} is now {mdm.fingerprint()}"
@@ -651,4 +574,4 @@ def train_upo(
     dist.close()
     if reporter is not None:
         reporter.close()
-    return read_json(out_dir / "meta.json") if (out_dir / "meta.json").exists() else {}
+    return checkpoint_json(out_dir, "meta.json") if (out_dir / "meta.json").exists() else {}

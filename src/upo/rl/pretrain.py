@@ -31,12 +31,11 @@ from ..checkpoint import (
     load_train_state,
     load_weights,
     prepare_run_dir,
-    read_json,
     same_run_config,
 )
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
-from ..io_utils import JsonlLog, file_digest, write_json
+from ..io_utils import JsonlLog, file_digest, read_json, write_json
 from ..models.registry import is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy

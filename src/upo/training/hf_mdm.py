@@ -27,17 +27,17 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import (
+    checkpoint_json,
     git_commit,
     load_train_state,
     load_weights,
     prepare_run_dir,
-    read_json,
     save_checkpoint,
 )
 from ..config import check_seed, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
-from .train import lr_at
+from .mdm import lr_at
 
 
 @dataclass
@@ -86,7 +86,7 @@ def build_model(cfg: HFMDMTrainConfig):
     """(model, tokenizer, mask id) from the model code directory and the size overrides."""
     import transformers
 
-    from .hf import load_tokenizer, resolve_mask_id
+    from ..models.hf import load_tokenizer, resolve_mask_id
 
     code = Path(cfg.model_code)
     if not (code / "config.json").is_file():
@@ -118,7 +118,7 @@ def build_model(cfg: HFMDMTrainConfig):
 
 def training_view(model, tokenizer, mask_id: int):
     """What a text task binds to: the tokenizer, mask id and end tokens of the model."""
-    from .hf import HFDenoiser
+    from ..models.hf import HFDenoiser
 
     eos = HFDenoiser._eos_ids(model, tokenizer)
     return SimpleNamespace(tokenizer=tokenizer, mask_id=mask_id, eos_ids=eos)
@@ -156,8 +156,8 @@ def masked_loss(model, inputs, targets, loss_mask, attention) -> torch.Tensor:
 def validate(model, tokenizer, mask_id, task, val) -> dict:
     """Cell accuracy and solve rate of max-confidence and random orders on `val`."""
     from ..evaluate import decode_in_batches
+    from ..models.hf import HFDenoiser
     from ..policies.rules import make_rule
-    from .hf import HFDenoiser
 
     model.eval()
     mdm = HFDenoiser(model, tokenizer, mask_id=mask_id)
@@ -295,4 +295,4 @@ def train_hf_mdm(
     final = meta(cfg.steps, True)
     export_model(model, tokenizer, Path(cfg.model_code), out_dir / "model", final)
     save_checkpoint(out_dir, model, run_config, final)
-    return read_json(out_dir / "meta.json")
+    return checkpoint_json(out_dir, "meta.json")

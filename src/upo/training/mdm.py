@@ -19,20 +19,20 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import (
+    checkpoint_json,
     git_commit,
     load_train_state,
     load_weights,
     prepare_run_dir,
-    read_json,
     save_checkpoint,
 )
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog
+from ..models.precision import DTYPES
+from ..models.registry import tiny_dtype
+from ..models.tiny import TinyConfig, TinyMDM, masked_diffusion_loss
 from ..tasks.registry import TASK_NAMES, TEXT_TASK_NAMES, get_task
-from .precision import DTYPES
-from .registry import tiny_dtype
-from .tiny import TinyConfig, TinyMDM, masked_diffusion_loss
 
 
 @dataclass
@@ -121,7 +121,7 @@ def load_initial_weights(model: TinyMDM, ckpt_dir: str | Path) -> str:
         raise UpoError(f"init_from: {ckpt_dir} is not an MDM checkpoint (no config.json)")
     # bf16 is the arithmetic, not the model: a stage trained in bf16 may go on in float32 on a
     # CPU without native bf16
-    saved = dict(read_json(ckpt_dir / "config.json").get("model") or {})
+    saved = dict(checkpoint_json(ckpt_dir, "config.json").get("model") or {})
     saved.pop("bf16", None)
     ours = {k: v for k, v in to_dict(model.cfg).items() if k != "bf16"}
     if saved != ours:
@@ -233,7 +233,7 @@ def train_mdm(
             raise UpoError(f"{out_dir}: train_state.safetensors has no random generator state")
         gen.set_state(extra["rng.torch"])
         start, elapsed = state["step"], state.get("elapsed", 0.0)
-        init_fingerprint = read_json(out_dir / "meta.json").get("init_fingerprint")
+        init_fingerprint = checkpoint_json(out_dir, "meta.json").get("init_fingerprint")
     elif cfg.init_from is not None:
         init_fingerprint = load_initial_weights(model, cfg.init_from)
 
@@ -324,4 +324,4 @@ def train_mdm(
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             checkpoint(done, complete=False)
     checkpoint(cfg.steps, complete=True)
-    return read_json(out_dir / "meta.json")
+    return checkpoint_json(out_dir, "meta.json")

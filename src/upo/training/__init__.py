@@ -1,0 +1,1 @@
+"""Training runs: the shared run skeleton, distributed helpers, and the MDM trainers."""
