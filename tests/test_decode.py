@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import SEQ_LEN, SEQ_MASK, SEQ_PAD, make_puzzles, make_tiny
+from toy_denoiser import ChainDenoiser
 from upo.decode import block_ids, unmask
 from upo.policies.base import Choice, Policy
 from upo.policies.rules import make_rule
@@ -495,3 +496,24 @@ def test_learned_policy_padded_batch_equals_one_by_one(seq_mdm, board):
         alone = unmask(seq_mdm, item[None], policy)
         assert torch.equal(batched.order[i, :n], alone.order[0]), i
         assert torch.equal(batched.tokens[i, :n], alone.tokens[0]), i
+
+
+def test_every_denoiser_satisfies_the_protocol():
+    """The seam is the protocol: upo's MDM, the HF adapter, the timing wrapper and the test
+    model all carry every attribute callers read (no getattr probes with defaults)."""
+    from hf_standins import TinyLladaConfig, TinyLladaModel, make_tokenizer
+    from upo.models.denoiser import Denoiser, TimedDenoiser
+    from upo.models.hf import HFDenoiser
+    from upo.models.tiny import TinyConfig, TinyMDM
+
+    tiny = TinyMDM(
+        TinyConfig(vocab_size=6, mask_id=5, seq_len=16, d_model=16, n_layers=2, n_heads=2)
+    )
+    hf = HFDenoiser(TinyLladaModel(TinyLladaConfig()), make_tokenizer())
+    models = [tiny, ChainDenoiser(), TimedDenoiser(tiny), hf]
+    for model in models:
+        assert isinstance(model, Denoiser), type(model).__name__
+        assert isinstance(model.device, torch.device)
+        assert model.dtype_used in ("bfloat16", "float32")
+    assert tiny.seq_len == 16 and models[-1].seq_len is None
+    assert models[-1].tokenizer is not None and tiny.tokenizer is None

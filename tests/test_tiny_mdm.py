@@ -401,7 +401,7 @@ def test_dtype_option_runs_the_checkpoint_in_that_precision(tmp_path, puzzles4, 
 def test_float32_decoding_does_not_depend_on_the_batch():
     """In float32 the shipped MDM's max-confidence orders are the same decoded alone or in one
     batch. These four validation puzzles are ones whose orders do differ in bf16 on this CPU
-    (scripts/batch_rounding.py), so running the test with dtype bfloat16 fails it here."""
+    (experiments/scripts/batch_rounding.py), so running the test with dtype bfloat16 fails it here."""
     from upo.decode import unmask
     from upo.policies.rules import make_rule
 
@@ -639,7 +639,7 @@ def test_unknown_task(tmp_path):
 def test_attention_shortcuts_are_bit_identical_to_the_plain_formula(head_dim):
     """Scaling q instead of the scores (power-of-two sqrt(Dh)) and skipping the key mask when
     nothing is padded must not change a single bit: shipped results depend on it."""
-    from upo.models.tiny import attention
+    from upo.nn import attention
 
     g = torch.Generator().manual_seed(head_dim)
     q, k, v = (torch.randn(3, 2, 17, head_dim, generator=g).bfloat16() for _ in range(3))
@@ -656,7 +656,7 @@ def test_attention_shortcuts_are_bit_identical_to_the_plain_formula(head_dim):
 def test_fused_attention_matches_the_hand_written_one_with_and_without_padding(head_dim):
     """Training passes of the policy use the fused kernel, inference the hand-written one: both
     must compute the same attention (values and gradients), padded keys excluded."""
-    from upo.models.tiny import attention, fused_attention
+    from upo.nn import attention, fused_attention
 
     g = torch.Generator().manual_seed(head_dim)
     padded = torch.rand(3, 17, generator=g) > 0.3

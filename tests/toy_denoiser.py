@@ -17,7 +17,16 @@ LURE_LOGIT = 4.0  # a wrong symbol, strongly preferred (confidence ~0.96 with 3 
 
 
 class ChainDenoiser:
-    """Implements the Denoiser protocol (mask_id, vocab_size, feature_dim, forward, fingerprint)."""
+    """Implements the Denoiser protocol (upo.models.denoiser): a float32 token model on the CPU."""
+
+    device = torch.device("cpu")
+    pads_batches = True
+    dtype_used = "float32"
+    dtype_note = ""
+    softmax_dtype = None
+    topk_ties = False
+    tokenizer = None
+    eos_ids: list[int] = []  # noqa: RUF012
 
     def __init__(self, seq_len: int = 6, n_symbols: int = 3):
         self.seq_len = seq_len

@@ -93,8 +93,7 @@ def unmask(
     masked = (tokens == denoiser.mask_id) & attention_mask
     blocks = block_ids(masked, block_size)
     # A model's own sampler reproduced exactly (HFDenoiser confidence="model"), else upo's.
-    softmax_dtype = getattr(denoiser, "softmax_dtype", None)
-    topk_ties = bool(getattr(denoiser, "topk_ties", False))
+    softmax_dtype, topk_ties = denoiser.softmax_dtype, denoiser.topk_ties
     order = torch.full_like(tokens, -1)
     positions, logprobs = [], []
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)

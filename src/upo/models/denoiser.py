@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 
+@runtime_checkable
 class Denoiser(Protocol):
     """A frozen masked diffusion model as the rest of upo sees it.
 
@@ -15,11 +16,30 @@ class Denoiser(Protocol):
     (logits [B, L, V] float32, features [B, L, D]): the features are the hidden states entering
     the model's last block, produced by the same forward pass. The mask token never wins:
     its logit is -inf.
+
+    Besides the sizes, callers read:
+    - device: where its inputs go;
+    - seq_len: the one sequence length it takes (upo's own MDM), None when any length goes;
+    - pads_batches: whether left-padded prompts of different lengths may share a forward, i.e.
+      padding leaves each row's logits unchanged (or the user accepted that it does not);
+    - dtype_used / dtype_note: the arithmetic it runs in and why, recorded with every result;
+    - softmax_dtype / topk_ties: how decoding computes confidences and breaks ties (None / False:
+      upo's float32 softmax, ties to the lowest position, independent of the batch);
+    - tokenizer / eos_ids: text MDMs only (None / [] otherwise).
     """
 
     mask_id: int
     vocab_size: int
     feature_dim: int
+    device: torch.device
+    seq_len: int | None
+    pads_batches: bool
+    dtype_used: str
+    dtype_note: str
+    softmax_dtype: torch.dtype | None
+    topk_ties: bool
+    tokenizer: Any
+    eos_ids: list[int]
 
     def forward(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor
@@ -32,14 +52,15 @@ class TimedDenoiser:
     """A Denoiser that also counts its forward calls, the sequences they ran and the seconds
     they took: how benchmarks report the MDM's share of wall time."""
 
-    def __init__(self, denoiser):
+    def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
-        self.mask_id = denoiser.mask_id
-        self.vocab_size = denoiser.vocab_size
-        self.feature_dim = denoiser.feature_dim
         self.seconds = 0.0
         self.calls = 0
         self.rows = 0
+
+    def __getattr__(self, name: str):
+        # every other protocol attribute is the wrapped model's
+        return getattr(self.denoiser, name)
 
     def forward(self, tokens, attention_mask):
         start = time.perf_counter()

@@ -181,7 +181,8 @@ class HFDenoiser:
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
         self.eos_ids = [i for i in self._eos_ids(model, tokenizer) if i != self.mask_id]
-        self.task = None  # upo's MDM checkpoints name their task; an HF model serves several
+        self.seq_len = None  # any length
+        self.dtype_note = ""
         if confidence not in CONFIDENCE_MODES:
             raise UpoError(
                 f"confidence must be one of {', '.join(CONFIDENCE_MODES)}, got {confidence!r:.40}"
@@ -199,6 +200,14 @@ class HFDenoiser:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def dtype_used(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def pads_batches(self) -> bool:
+        return self.padding_exact or self.allow_unpadded_batching
 
     def probe_padding(self) -> bool:
         """Whether left padding leaves a prompt's logits unchanged: one prompt decoded alone and

@@ -113,14 +113,22 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     model = TinyMDM(model_cfg)
     load_weights(model, path / "model.safetensors")
     model.freeze_for_inference()
-    model.task = cfg_json.get("task")
     # Said where a command reports its results (the eval table's header, JSON, meta.json), not
     # on stderr at load: a bad input found after loading must still be one line.
-    model.dtype_used = used
     model.dtype_note = f"{used}: {reason_for(used, dtype, trained_bf16)}"
     if threads:
         torch.set_num_threads(threads)
     return model
+
+
+def check_mdm_task(path: str | Path, task: str) -> None:
+    """Refuse an MDM checkpoint trained for another task. The task is the checkpoint's metadata
+    (config.json), not the model's: a Hugging Face MDM serves any text task and names none."""
+    if is_hf_model(path):
+        return
+    trained_for = checkpoint_json(Path(path), "config.json").get("task")
+    if trained_for not in (None, task):
+        raise UpoError(f"{path}: MDM was trained for task {trained_for}, this run is {task}")
 
 
 def tiny_dtype(requested: str, trained_bf16: bool) -> str:

@@ -11,12 +11,13 @@ outside autocast: on this CPU, SDPA's backward under bf16 autocast is very slow.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..nn import attention
 
 
 @dataclass
@@ -77,30 +78,6 @@ class TinyConfig:
                 raise ValueError(
                     f"token_slots needs two lists of {self.seq_len} ids: slots (-1 = none) and fields"
                 )
-
-
-def attention(q, k, v, key_mask):
-    """Float32 attention with padded keys excluded. q, k, v: [B, H, L, Dh]; key_mask [B, L]."""
-    q, dh = q.float(), q.shape[-1]
-    root = math.isqrt(dh)
-    if root * root == dh and root & (root - 1) == 0:
-        # sqrt(Dh) is a power of two, so scaling q is bit-identical to scaling the scores, and
-        # L times less work (the policy's heads, Dh = 16)
-        scores = (q / root) @ k.float().transpose(-1, -2)
-    else:
-        # in place: the same bits without a second L x L tensor (a third off the attention here)
-        scores = (q @ k.float().transpose(-1, -2)).div_(math.sqrt(dh))
-    if not key_mask.all():  # no padding (the usual case): skip a pass over the score tensor
-        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v.float()
-
-
-def fused_attention(q, k, v, key_mask):
-    """The same attention through PyTorch's fused float32 kernel (equal to `attention` up to
-    rounding). Its backward is about 1.5x faster on this CPU than autograd through `attention`,
-    so training passes use it; under bf16 its backward is very slow here, hence float32."""
-    mask = None if key_mask.all() else key_mask[:, None, None, :]
-    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
 
 
 class Block(nn.Module):
@@ -243,6 +220,26 @@ class TinyMDM(nn.Module):
                 if isinstance(module, nn.Linear):
                     module.to(torch.bfloat16)
         return self
+
+    # The Denoiser protocol's remaining attributes: a token model on the CPU, any batch exact.
+    pads_batches = True
+    softmax_dtype = None
+    topk_ties = False
+    tokenizer = None
+    eos_ids: list[int] = []  # noqa: RUF012 (never mutated)
+    dtype_note = ""  # why this dtype; load_mdm says
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def seq_len(self) -> int:
+        return self.cfg.seq_len
+
+    @property
+    def dtype_used(self) -> str:
+        return "bfloat16" if self.cfg.bf16 else "float32"
 
     def fingerprint(self) -> str:
         """Identifies these exact weights, so a policy trained on one MDM refuses another."""

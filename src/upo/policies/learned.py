@@ -18,7 +18,7 @@ from torch import nn
 from ..checkpoint import check_weights_fit, checkpoint_json, load_weights, save_checkpoint
 from ..config import from_dict, to_dict
 from ..errors import UpoError
-from ..models.tiny import attention, fused_attention
+from ..nn import attention, fused_attention
 from .base import NEG_INF, Policy, StepState, masked_log_softmax, top_by_score
 from .rules import confidence
 

@@ -39,7 +39,7 @@ from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..evaluate import evaluate_policy, padding_safe_batch_size
 from ..io_utils import JsonlLog
-from ..models.registry import load_mdm
+from ..models.registry import check_mdm_task, load_mdm
 from ..policies.learned import (
     LearnedPolicy,
     PolicyConfig,
@@ -388,9 +388,8 @@ def train_upo(
     mdm = load_mdm(cfg.mdm, options=options or None)
     if hasattr(task, "bind"):
         task = task.bind(mdm)  # text tasks speak the MDM's tokenizer
-    device = getattr(mdm, "device", torch.device("cpu"))
-    if getattr(mdm, "task", None) not in (None, cfg.task):
-        raise UpoError(f"{cfg.mdm}: MDM was trained for task {mdm.task}, this run is {cfg.task}")
+    device = mdm.device
+    check_mdm_task(cfg.mdm, cfg.task)
     ref = make_reference(cfg.reference)
     torch.manual_seed(cfg.seed)
     net = build_policy(cfg, mdm, ref).to(device)
@@ -463,7 +462,7 @@ def train_upo(
             "optimizer_steps": cfg.optimizer_steps_before(step),
             "complete": complete,
             "mdm": cfg.mdm,
-            "mdm_dtype": getattr(mdm, "dtype_used", None),  # "auto" differs by CPU
+            "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
             "train_data": cfg.train_data,
             "validation": last_val,
             **extra_meta,

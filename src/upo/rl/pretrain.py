@@ -36,7 +36,7 @@ from ..checkpoint import (
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import JsonlLog, file_digest, read_json, write_json
-from ..models.registry import is_hf_model, load_mdm
+from ..models.registry import check_mdm_task, is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
 from ..policies.resolve import resolve_policy
@@ -285,8 +285,7 @@ def pretrain_policy(
     torch.manual_seed(cfg.seed)
     task = get_task(cfg.task)
     mdm = load_mdm(cfg.mdm, options=cfg.mdm_options or None)
-    if getattr(mdm, "task", None) not in (None, cfg.task):
-        raise UpoError(f"{cfg.mdm}: MDM was trained for task {mdm.task}, this run is {cfg.task}")
+    check_mdm_task(cfg.mdm, cfg.task)
     data = load_split(task, cfg.train_data, "training data")
     if len(data) < cfg.n_puzzles + cfg.held_out:
         raise UpoError(
@@ -382,7 +381,7 @@ def pretrain_policy(
             "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
             "train_data": cfg.train_data,
             "mdm": cfg.mdm,
-            "mdm_dtype": getattr(mdm, "dtype_used", None),  # "auto" differs by CPU
+            "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
             "states": len(train_states),
             **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
             "seconds": round(seconds_before + time.perf_counter() - t0, 1),
