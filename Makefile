@@ -14,20 +14,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts experiments/scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts experiments/scripts
 	$(BIN)/python -m pytest
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts experiments/scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts experiments/scripts
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks scripts
-	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts experiments/scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts experiments/scripts
 
 demo: setup
 	$(BIN)/upo demo

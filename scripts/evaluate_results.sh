@@ -33,7 +33,7 @@ if [ "$PART" = search ] || [ "$PART" = all ]; then
     --policies confidence,lookahead:3
 fi
 if [ "$PART" = search-gated ] || [ "$PART" = all ]; then
-  # the cheaper setting chosen on validation (docs/results section 4): K = 4, trials below 0.9 only
+  # the cheaper setting chosen on validation (experiments/README.md, section 3.6): K = 4, trials below 0.9 only
   $EV --data data/sudoku9-test.jsonl --json $R/sudoku9-test-search-gated.json --policies lookahead:4:0.9
   $EV --data data/sudoku9-test-hard.jsonl --json $R/sudoku9-test-hard-search-gated.json \
     --policies lookahead:4:0.9

@@ -10,7 +10,7 @@ $UPO data make sudoku9 --n 300 --seed 103 --blanks 56-56 --out data/sudoku9-val.
   --exclude data/sudoku9-test.jsonl data/sudoku9-test-hard.jsonl
 $UPO data make sudoku9 --n 4000 --seed 104 --blanks 54-58 --out data/sudoku9-train.jsonl \
   --exclude data/sudoku9-test.jsonl data/sudoku9-test-hard.jsonl data/sudoku9-val.jsonl
-# Harder validation and training puzzles for the exploratory run configs/upo-sudoku9-hard.yaml,
+# Harder validation and training puzzles for the exploratory run experiments/configs/upo-sudoku9-hard.yaml,
 # disjoint from every file above (made after them, so those stay as they were).
 $UPO data make sudoku9 --n 300 --seed 105 --blanks 58-58 --out data/sudoku9-val-hard.jsonl \
   --exclude data/sudoku9-test.jsonl data/sudoku9-test-hard.jsonl data/sudoku9-val.jsonl data/sudoku9-train.jsonl

@@ -17,8 +17,8 @@ bash scripts/make_data.sh
 bash scripts/calibrate_mdm.sh
 $UPO policy pretrain --config configs/policy-pretrain-sudoku9.yaml --out checkpoints/sudoku9-policy-pretrained
 $UPO policy train --config configs/upo-sudoku9.yaml --out checkpoints/sudoku9-policy
-bash scripts/ablations.sh
-bash scripts/diagnosis.sh
+bash experiments/scripts/ablations.sh
+bash experiments/scripts/diagnosis.sh
 bash scripts/evaluate_results.sh
 $PY scripts/results.py
 # The other tasks: data, MDMs, the addition and Zebra policies (2 seeds each) and their test tables.

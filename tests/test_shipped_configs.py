@@ -1,7 +1,7 @@
-"""Every recipe in configs/ loads with the dataclass its command uses, names files that exist (or
-says how to make them without the test puzzles), and never trains or validates on a test set. A
-recipe that rots (a renamed key, a moved checkpoint) fails here instead of in the middle of
-someone's hour-long run."""
+"""Every recipe in configs/ and experiments/configs/ loads with the dataclass its command uses,
+names files that exist (or says how to make them without the test puzzles), and never trains or
+validates on a test set. A recipe that rots (a renamed key, a moved checkpoint) fails here instead
+of in the middle of someone's hour-long run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from upo.training.hf_mdm import HFMDMTrainConfig
 from upo.training.mdm import MDMTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
+    (ROOT / "experiments" / "configs").glob("*.yaml")
+)
 # Which command reads a recipe, by its file name; accelerate's own launcher configs are not ours.
 KINDS = (
     ("hf-mdm-", HFMDMTrainConfig),
@@ -59,6 +61,6 @@ def test_recipe_loads_and_names_existing_files(path):
                 )
     for field in ("mdm", "pretrained", "init_from"):
         name = getattr(cfg, field, None)
-        # runs/ holds what exploratory recipes make first (their commands are in docs/results)
+        # runs/ holds what exploratory recipes make first (their commands are in experiments/README.md)
         if isinstance(name, str) and name.startswith("checkpoints/"):
             assert (ROOT / name).is_dir(), f"{path.name}: {field} {name} does not exist"

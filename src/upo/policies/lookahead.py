@@ -13,14 +13,14 @@ times the answer's length in forwards per decision, so the rule is meant for the
 not for long text answers.
 
 `lookahead:K:GATE:DEPTH` cuts each trial decode after DEPTH steps and compares the likelihood of
-those steps only: cheaper and weaker (docs/results section 4, "Can the trial decodes be cut
-short?"). A lower GATE, which runs the full trials at fewer states, loses less for the forwards it
+those steps only: cheaper and weaker (experiments/README.md section 3.5, "Can the trial decodes
+be cut short?"). A lower GATE, which runs the full trials at fewer states, loses less for the forwards it
 saves. The cells a short trial leaves open are not scored: estimating their likelihood from one
 more forward made even the one-step comparison worse than max-confidence (the probe's next-step
 score).
 
 This is not a learned policy: a UPO policy sees one MDM forward per step. The rule exists because
-the lookahead probe in docs/results found that the better orders on this MDM are only found this
+the lookahead probe (experiments/README.md section 3.1) found that the better orders on this MDM are only found this
 way, and a user who can pay the forwards should be able to have them.
 """
 

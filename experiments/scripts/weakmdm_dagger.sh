@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DAgger with aggregation on the under-trained MDM (docs/results/README.md section 4), judged on
+# DAgger with aggregation on the under-trained MDM (experiments/README.md, section 2.13), judged on
 # the validation set: correctness-supervised pre-training on greedy max-confidence states (round 0),
 # then two rounds that add the states of the previous rounds' own greedy orders and retrain on all
 # of them. Each policy is evaluated on 300 validation puzzles, and every policy's wrong picks on
@@ -8,10 +8,10 @@
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PY=${PY:-.venv/bin/python}
-X=docs/results/exploratory
+X=experiments/results
 MDM=runs/sudoku9-mdm-weak
 mkdir -p runs $X
-[ -f "$MDM/model.safetensors" ] || $UPO mdm train --config configs/mdm-sudoku9-weak.yaml --out $MDM
+[ -f "$MDM/model.safetensors" ] || $UPO mdm train --config experiments/configs/mdm-sudoku9-weak.yaml --out $MDM
 pretrain() {  # config, name
   local out=runs/$2
   [ -f "$out/model.safetensors" ] || $UPO policy pretrain --config "$1" --out "$out"
@@ -19,8 +19,8 @@ pretrain() {  # config, name
   $UPO eval --task sudoku9 --mdm $MDM --data data/sudoku9-val.jsonl --n 300 \
     --policies "confidence,$out" --json "$X/weakmdm-val-$2.json"
 }
-pretrain configs/policy-pretrain-correct-sudoku9-weakmdm-greedy.yaml pre-correct-weak-greedy
-pretrain configs/policy-pretrain-correct-sudoku9-weakmdm-dagger-agg1.yaml dagger-weak-agg1
-pretrain configs/policy-pretrain-correct-sudoku9-weakmdm-dagger-agg2.yaml dagger-weak-agg2
-$PY scripts/greedy_path_errors.py $MDM confidence runs/pre-correct-weak-greedy \
+pretrain experiments/configs/policy-pretrain-correct-sudoku9-weakmdm-greedy.yaml pre-correct-weak-greedy
+pretrain experiments/configs/policy-pretrain-correct-sudoku9-weakmdm-dagger-agg1.yaml dagger-weak-agg1
+pretrain experiments/configs/policy-pretrain-correct-sudoku9-weakmdm-dagger-agg2.yaml dagger-weak-agg2
+$PY experiments/scripts/greedy_path_errors.py $MDM confidence runs/pre-correct-weak-greedy \
   runs/dagger-weak-agg1 runs/dagger-weak-agg2 > "$X/weakmdm-dagger-agg-greedy-path-errors.md"

@@ -1,11 +1,11 @@
 """How often does each policy's greedy pick fill a wrong digit, on its own decoding path? A
-diagnosis for docs/results (section 4), run on the validation set, never the test set.
+diagnosis for experiments/README.md (section 2.7), run on the validation set, never the test set.
 
 Counts only on-track states (nothing filled wrongly yet): a wrong pick there is the step that
 ruins the puzzle. Correctness pre-training reports the same rate on states visited by sampling;
 this measures it where it matters, on the path the greedy policy itself takes.
 
-Usage: python scripts/greedy_path_errors.py MDM_DIR POLICY [POLICY ...] [--n 200] [--threads 2]
+Usage: python experiments/scripts/greedy_path_errors.py MDM_DIR POLICY [POLICY ...] [--n 200] [--threads 2]
 """
 
 from __future__ import annotations

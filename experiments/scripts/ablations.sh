@@ -11,15 +11,15 @@ CFG=configs/upo-sudoku9.yaml
 run() {  # name, extra args... (CFG=... before the call picks another recipe)
   local name=$1; shift
   for seed in $SEEDS; do
-    local out=runs/ablations/$name-seed$seed archived=docs/results/ablations/$name-seed$seed
+    local out=runs/ablations/$name-seed$seed archived=experiments/results/ablations/$name-seed$seed
     if [ -f "$out/meta.json" ] && grep -q '"complete": true' "$out/meta.json"; then continue; fi
-    if [ -f "$archived.meta.json" ]; then  # a finished run kept in docs/results: reuse it
+    if [ -f "$archived.meta.json" ]; then  # a finished run kept in experiments/results: reuse it
       mkdir -p "$out" && cp "$archived.meta.json" "$out/meta.json" && cp "$archived.metrics.jsonl" "$out/metrics.jsonl"
       continue
     fi
     local resume=""; [ -f "$out/train_state.json" ] && resume=--resume
     $UPO policy train --config "${RUN_CFG:-$CFG}" --out "$out" --steps "$STEPS" --seed "$seed" --threads 1 $resume "$@"
-    mkdir -p docs/results/ablations  # keep the finished run's record with the results
+    mkdir -p experiments/results/ablations  # keep the finished run's record with the results
     cp "$out/meta.json" "$archived.meta.json" && cp "$out/metrics.jsonl" "$archived.metrics.jsonl"
   done
 }
@@ -29,5 +29,5 @@ run no-regulariser --reference none --beta 0
 run ref-topk3 # the shipped recipe itself at the ablation budget
 run ref-softmax0.05 --reference softmax:0.05
 run ref-margin --reference margin --beta 0.01
-RUN_CFG=configs/upo-sudoku9-unanchored.yaml run random-init-unanchored
+RUN_CFG=experiments/configs/upo-sudoku9-unanchored.yaml run random-init-unanchored
 run ref-topk5 --reference topk:5

@@ -1,5 +1,6 @@
 """Does decoding a puzzle alone give the same order as decoding it in a batch? A check of the
-built-in MDM's arithmetic, for docs/results (validation set).
+built-in MDM's arithmetic, for docs/results/README.md ("Batch size and bf16 rounding"; validation
+set).
 
 Padding cannot leak (tests require batched = one by one on the test models). What remains is
 rounding: a CPU's bf16 matrix-multiply kernels may accumulate in a different order for a small
@@ -8,7 +9,7 @@ way. The script decodes the same puzzles with max-confidence at batch sizes 1, 6
 with the MDM as shipped (bf16) and with the same checkpoint run in float32, and counts the puzzles
 whose order differs from the all-at-once decode.
 
-Usage: python scripts/batch_rounding.py [--mdm DIR] [--data FILE] [--n 300] [--out FILE]
+Usage: python experiments/scripts/batch_rounding.py [--mdm DIR] [--data FILE] [--n 300] [--out FILE]
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Can the MDM itself find a better order than max-confidence if it may run more than once per
-step? A diagnosis for docs/results, run on the validation set (never the test set).
+step? A diagnosis for experiments/README.md (section 3.1), run on the validation set (never the
+test set).
 
 At a decision state (the most confident masked cell's top-1 probability is below `--gate`), each of
 the K most confident cells is tried and scored; elsewhere the rule is max-confidence. Scores:
@@ -23,7 +24,7 @@ None of these is a upo policy: the policy network sees one MDM forward per step.
 whether the information that would pick a better order is in the MDM at all, and at what cost.
 No answer is used to choose; answers only score the result.
 
-Usage: python scripts/lookahead_probe.py [--mdm DIR] [--data FILE] [--n 300] [--k 2 3]
+Usage: python experiments/scripts/lookahead_probe.py [--mdm DIR] [--data FILE] [--n 300] [--k 2 3]
        [--gate 0.99] [--score rollout ...] [--best-of 6] [--out FILE]
 """
 

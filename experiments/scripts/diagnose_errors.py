@@ -1,5 +1,6 @@
 """Where does max-confidence decoding of 9x9 Sudoku go wrong, and would a plainly visible signal
-have avoided it? A diagnosis for docs/results, run on the validation set (never the test set).
+have avoided it? A diagnosis for experiments/README.md (section 2.6), run on the validation set
+(never the test set).
 
 1. Decode with max-confidence and look at every state that is still on track (nothing filled
    wrongly so far): how often is the most confident position's argmax digit wrong, and how often
@@ -7,7 +8,7 @@ have avoided it? A diagnosis for docs/results, run on the validation set (never 
 2. Decode with variants that avoid such "conflicted" positions among the K most confident ones.
    These are Sudoku-specific analysis rules, not upo policies.
 
-Usage: python scripts/diagnose_errors.py [--n 200] [--out docs/results/error-diagnosis.md]
+Usage: python experiments/scripts/diagnose_errors.py [--n 200] [--out experiments/results/error-diagnosis.md]
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--mdm", default="checkpoints/sudoku9-mdm")
     ap.add_argument("--data", default="data/sudoku9-val.jsonl")
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--out", default="docs/results/error-diagnosis.md")
+    ap.add_argument("--out", default="experiments/results/error-diagnosis.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     task = get_task("sudoku9")
@@ -103,7 +104,7 @@ def main() -> None:
     lines = [
         "# Where max-confidence goes wrong (validation set)",
         "",
-        f"Command: `python scripts/diagnose_errors.py --n {args.n}` ({args.data}, MDM {args.mdm}).",
+        f"Command: `python experiments/scripts/diagnose_errors.py --n {args.n}` ({args.data}, MDM {args.mdm}).",
         "",
         f"- On-track states (nothing filled wrongly yet) on the max-confidence path: {c['states']}.",
         f"- The most confident position's digit is wrong in {wrong} of them "

@@ -6,9 +6,9 @@ is one fixed such symmetry: the script shows the MDM the transformed puzzle, map
 back, and averages the probabilities of V views (the first is the identity). Decoding then runs
 max-confidence on the averaged predictions, so both the order and the digits come from the
 ensemble, at V forwards per step. If the MDM's errors were view-dependent noise, a few views would
-lift the solve rate well above max-confidence's; docs/results section 4 has the answer.
+lift the solve rate well above max-confidence's; experiments/README.md (section 3.2) has the answer.
 
-Usage: python scripts/symmetry_views.py [--views 1,2,4,8] [--n 300] [--out FILE]
+Usage: python experiments/scripts/symmetry_views.py [--views 1,2,4,8] [--n 300] [--out FILE]
 (validation puzzles only; about 20 minutes on two threads for the default views)
 """
 
