@@ -15,7 +15,7 @@ from conftest import make_puzzles, make_tiny
 from upo.checkpoint import load_weights, save_checkpoint
 from upo.config import from_dict, load_config, to_dict
 from upo.errors import UpoError
-from upo.io_utils import read_jsonl
+from upo.io_utils import JsonlLog, read_jsonl
 from upo.models.registry import load_mdm
 from upo.models.tiny import TinyConfig, TinyMDM, masked_diffusion_loss
 from upo.tasks.registry import get_task
@@ -193,14 +193,14 @@ def trained_run(tmp_path_factory):
     captured in memory, so the loss curve can be checked whatever happens to the file."""
     out = tmp_path_factory.mktemp("train") / "run"
     records = []
-    original = train_module.JsonlLog.write
+    original = JsonlLog.write
 
     def write(self, record):
         records.append(dict(record))
         original(self, record)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_module.JsonlLog, "write", write)
+        mp.setattr(JsonlLog, "write", write)
         meta = train_mdm(tiny_train_cfg(), out)
     return out, meta, records
 

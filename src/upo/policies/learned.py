@@ -238,6 +238,16 @@ class LearnedPolicy(Policy):
         return self.net.log_probs(self.inputs(state), self.temperature)
 
 
+def policy_checkpoint_config(
+    net: PolicyNet, mdm_fingerprint: str, train_config: dict | None = None
+) -> dict:
+    """config.json of a policy checkpoint: the network's settings and the MDM it belongs to."""
+    config = {"kind": "policy", "policy": to_dict(net.cfg), "mdm_fingerprint": mdm_fingerprint}
+    if train_config is not None:
+        config["train"] = train_config  # the run's settings, for --resume checks and provenance
+    return config
+
+
 def save_policy(
     out_dir,
     net: PolicyNet,
@@ -246,9 +256,7 @@ def save_policy(
     train_config: dict | None = None,
     **train_state,
 ) -> None:
-    config = {"kind": "policy", "policy": to_dict(net.cfg), "mdm_fingerprint": mdm_fingerprint}
-    if train_config is not None:
-        config["train"] = train_config  # the run's settings, for --resume checks and provenance
+    config = policy_checkpoint_config(net, mdm_fingerprint, train_config)
     save_checkpoint(
         out_dir, net, config, {**meta, "mdm_fingerprint": mdm_fingerprint}, **train_state
     )

@@ -27,23 +27,26 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoint import (
-    git_commit,
-    load_train_state,
-    load_weights,
     prepare_run_dir,
     same_run_config,
 )
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
-from ..io_utils import JsonlLog, file_digest, read_json, write_json
+from ..io_utils import file_digest, read_json, write_json
 from ..models.registry import check_mdm_task, is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
-from ..policies.learned import PolicyConfig, PolicyInputs, PolicyNet, is_decision, save_policy
+from ..policies.learned import (
+    PolicyConfig,
+    PolicyInputs,
+    PolicyNet,
+    is_decision,
+    policy_checkpoint_config,
+)
 from ..policies.resolve import resolve_policy
 from ..stored_chunks import stored_or_computed
 from ..tasks.registry import TEXT_TASK_NAMES, get_task
-from .grpo import chunks, load_split
-from .rollout import States, collect
+from ..training.run import Run
+from .rollout import States, chunks, collect
 
 VISITED = "visited"  # folder in OUT holding the visited states until the run is complete
 
@@ -286,7 +289,7 @@ def pretrain_policy(
     task = get_task(cfg.task)
     mdm = load_mdm(cfg.mdm, options=cfg.mdm_options or None)
     check_mdm_task(cfg.mdm, cfg.task)
-    data = load_split(task, cfg.train_data, "training data")
+    data = task.load(cfg.train_data)
     if len(data) < cfg.n_puzzles + cfg.held_out:
         raise UpoError(
             f"{cfg.train_data}: has {len(data)} puzzles, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}"
@@ -313,6 +316,10 @@ def pretrain_policy(
         shutil.rmtree(out_dir / VISITED, ignore_errors=True)
         print(f"{out_dir}: pre-training already complete", file=sys.stderr)
         return finished
+    # config.json is completed once the network exists (policy_checkpoint_config)
+    run = Run(
+        out_dir, kind="policy", task=cfg.task, command=command, config={"train": train_config}
+    )
     visited = out_dir / VISITED
     if not visited.is_dir():
         visited.mkdir(parents=True)
@@ -355,13 +362,12 @@ def pretrain_policy(
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = (len(train_states) + cfg.batch_states - 1) // cfg.batch_states
     total_steps = cfg.epochs * steps_per_epoch
-    first_epoch, seconds_before = 0, 0.0
-    if (out_dir / "train_state.json").exists():
-        load_weights(net, out_dir / "model.safetensors")
-        state, extra = load_train_state(out_dir, opt)
-        first_epoch = int(state.get("epoch", 0))
-        seconds_before = float(state.get("seconds", 0.0))
-        gen.set_state(extra["generator_state"])
+    run.config = policy_checkpoint_config(net, provenance["mdm_fingerprint"], train_config)
+    run.restore(net, opt)  # after an interrupted epoch loop; a fresh run has nothing to restore
+    if "generator_state" in run.extra:
+        gen.set_state(run.extra["generator_state"])
+    first_epoch = int(run.state.get("epoch", 0))
+    seconds_before = float(run.state.get("seconds", 0.0))
     step = first_epoch * steps_per_epoch
     print(
         f"policy: {net.num_parameters():,} parameters; {len(train_states)} training states, "
@@ -369,23 +375,19 @@ def pretrain_policy(
         + (f"; resuming after epoch {first_epoch}" if first_epoch else ""),
         file=sys.stderr,
     )
-    # in the checkpoint directory, as for the other training commands (saving keeps it there)
-    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=step)
+    run.step = step
+    run.open_log()
 
-    def meta_for(record: dict, complete: bool) -> dict:
+    def meta_for(record: dict) -> dict:
         return {
-            "kind": "policy",
-            "task": cfg.task,
-            "command": command,
-            "commit": git_commit(),
             "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
             "train_data": cfg.train_data,
             "mdm": cfg.mdm,
             "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
+            "mdm_fingerprint": provenance["mdm_fingerprint"],
             "states": len(train_states),
             **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
             "seconds": round(seconds_before + time.perf_counter() - t0, 1),
-            "complete": complete,
         }
 
     bar = tqdm(total=total_steps, initial=step, desc="policy pretrain", file=sys.stderr)
@@ -423,22 +425,14 @@ def pretrain_policy(
             mine, ref = top1_correct(net, held_states)
             record.update(held_out_top1_correct=mine, reference_top1_correct=ref)
             message += f"; top choice right {mine:.4f} (reference {ref:.4f})"
-        log.write(record)
+        run.write(record)
         bar.write(f"epoch {epoch + 1}: {message}")
         if epoch + 1 < cfg.epochs:
             seconds = seconds_before + time.perf_counter() - t0
-            save_policy(
-                out_dir,
-                net,
-                provenance["mdm_fingerprint"],
-                meta_for(record, complete=False),
-                train_config=train_config,
-                optimizer=opt,
-                train_state={"step": step, "epoch": epoch + 1, "seconds": seconds},
-                extra_tensors={"generator_state": gen.get_state()},
-            )
+            state = {"epoch": epoch + 1, "seconds": seconds}
+            extra = {"generator_state": gen.get_state()}
+            run.save(net, step, False, meta_for(record), opt, state, extra)
     bar.close()
-    meta = meta_for(record, complete=True)
-    save_policy(out_dir, net, provenance["mdm_fingerprint"], meta, train_config=train_config)
+    meta = run.save(net, step, True, meta_for(record))
     shutil.rmtree(visited, ignore_errors=True)  # large, and only needed to resume
     return meta

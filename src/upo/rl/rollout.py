@@ -167,3 +167,9 @@ def collect(
         cat["correct"],
     )
     return traj, states
+
+
+def chunks(n: int, size: int):
+    """Index tensors 0..n-1 in consecutive runs of at most `size`."""
+    for start in range(0, n, size):
+        yield torch.arange(start, min(start + size, n))

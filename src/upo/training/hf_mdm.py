@@ -26,18 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import (
-    checkpoint_json,
-    git_commit,
-    load_train_state,
-    load_weights,
-    prepare_run_dir,
-    save_checkpoint,
-)
 from ..config import check_seed, to_dict
 from ..errors import UpoError
-from ..io_utils import JsonlLog
 from .mdm import lr_at
+from .run import Run
 
 
 @dataclass
@@ -212,44 +204,34 @@ def train_hf_mdm(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    finished = prepare_run_dir(out_dir, to_dict(cfg), resume)
-    if finished is not None:
-        print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
+    config = {"kind": "hf-mdm-run", "train": to_dict(cfg)}
+    run = Run(out_dir, kind="hf-mdm", task=cfg.task, command=command, config=config)
+    if (finished := run.prepare(resume)) is not None:
         return finished
-    start, elapsed = 0, 0.0
     if resume:
-        load_weights(model, out_dir / "model.safetensors")
-        state, extra = load_train_state(out_dir, opt)
-        gen.set_state(extra["rng.torch"])
-        start, elapsed = state["step"], state.get("elapsed", 0.0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
+        run.restore(model, opt)
+        gen.set_state(run.extra["rng.torch"])
+    elapsed = run.state.get("elapsed", 0.0)
+    run.open_log()
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"{type(model).__name__} from {cfg.model_code}: {n_params / 1e6:.2f}M parameters, "
-        f"{len(train)} training puzzles, steps {start}->{cfg.steps}",
+        f"{len(train)} training puzzles, steps {run.step}->{cfg.steps}",
         file=sys.stderr,
     )
-    run_config = {"kind": "hf-mdm-run", "train": to_dict(cfg)}
     last_val: dict = {}
 
-    def meta(step: int, complete: bool) -> dict:
+    def meta(step: int) -> dict:
         return {
-            "kind": "hf-mdm",
-            "task": cfg.task,
-            "command": command,
-            "commit": git_commit(),
-            "steps": step,
             "sequences_seen": step * cfg.batch_size,
             "train_seconds": round(elapsed, 1),
             "parameters": n_params,
             "validation": last_val,
             "model": str(out_dir / "model"),
-            "complete": complete,
         }
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="mdm train-hf")
+    bar = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc="mdm train-hf")
     for step in bar:
         t0 = time.time()
         rows = torch.randint(0, len(train), (cfg.batch_size,), generator=gen).numpy()
@@ -281,18 +263,11 @@ def train_hf_mdm(
                 record.update(last_val)
                 bar.write(" ".join(f"{k}={v}" for k, v in last_val.items()))
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(record)
+            run.write(record)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            save_checkpoint(
-                out_dir,
-                model,
-                run_config,
-                meta(done, False),
-                optimizer=opt,
-                train_state={"step": done, "elapsed": elapsed},
-                extra_tensors={"rng.torch": gen.get_state()},
-            )
-    final = meta(cfg.steps, True)
+            extra = {"rng.torch": gen.get_state()}
+            run.save(model, done, False, meta(done), opt, {"elapsed": elapsed}, extra)
+    final = run.meta(cfg.steps, True, meta(cfg.steps))
+    # the Hugging Face directory first: a complete run always has its model
     export_model(model, tokenizer, Path(cfg.model_code), out_dir / "model", final)
-    save_checkpoint(out_dir, model, run_config, final)
-    return checkpoint_json(out_dir, "meta.json")
+    return run.save(model, cfg.steps, True, meta(cfg.steps))

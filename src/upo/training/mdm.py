@@ -20,19 +20,15 @@ from tqdm import tqdm
 
 from ..checkpoint import (
     checkpoint_json,
-    git_commit,
-    load_train_state,
     load_weights,
-    prepare_run_dir,
-    save_checkpoint,
 )
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
-from ..io_utils import JsonlLog
 from ..models.precision import DTYPES
 from ..models.registry import tiny_dtype
 from ..models.tiny import TinyConfig, TinyMDM, masked_diffusion_loss
 from ..tasks.registry import TASK_NAMES, TEXT_TASK_NAMES, get_task
+from .run import Run
 
 
 @dataclass
@@ -211,7 +207,6 @@ def validate(model, task, val_grids, val_puzzles) -> dict:
 def train_mdm(
     cfg: MDMTrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
 ) -> dict:
-    out_dir = Path(out_dir)
     task = get_task(cfg.task)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -220,75 +215,62 @@ def train_mdm(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    start, elapsed = 0, 0.0
-    init_fingerprint = None
-    finished = prepare_run_dir(out_dir, run_config(cfg), resume)
-    if finished is not None:
-        print(f"{out_dir}: training already complete ({finished.get('steps')} steps)")
-        return finished
-    if resume:
-        load_weights(model, out_dir / "model.safetensors")
-        state, extra = load_train_state(out_dir, opt)
-        if "rng.torch" not in extra:
-            raise UpoError(f"{out_dir}: train_state.safetensors has no random generator state")
-        gen.set_state(extra["rng.torch"])
-        start, elapsed = state["step"], state.get("elapsed", 0.0)
-        init_fingerprint = checkpoint_json(out_dir, "meta.json").get("init_fingerprint")
-    elif cfg.init_from is not None:
-        init_fingerprint = load_initial_weights(model, cfg.init_from)
-
-    stream = task.stream(cfg.seed)
-    val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
-    val_puzzles = validation_puzzles(task, cfg)
-    maskable = answer_positions(task, task.seq_len)
-    log = JsonlLog(out_dir / "metrics.jsonl", truncate_after_step=start if resume else 0)
-    n_params = model.num_parameters()
-    dtype_used = "bfloat16" if model.cfg.bf16 else "float32"
-    print(
-        f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {start}->{cfg.steps}, "
-        f"{dtype_used} (dtype {cfg.dtype})",
-        file=sys.stderr,
-    )
-    config_json = {
+    config = {
         "kind": "tiny",
         "task": cfg.task,
         "model": to_dict(model.cfg),
         "train": run_config(cfg),
     }
+    run = Run(out_dir, kind="mdm", task=cfg.task, command=command, config=config)
+    if (finished := run.prepare(resume)) is not None:
+        return finished
+    init_fingerprint = None
+    if resume:
+        run.restore(model, opt)
+        if "rng.torch" not in run.extra:
+            raise UpoError(f"{out_dir}: train_state.safetensors has no random generator state")
+        gen.set_state(run.extra["rng.torch"])
+        init_fingerprint = run.saved("meta.json").get("init_fingerprint")
+    elif cfg.init_from is not None:
+        init_fingerprint = load_initial_weights(model, cfg.init_from)
+    elapsed = run.state.get("elapsed", 0.0)
+
+    stream = task.stream(cfg.seed)
+    val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
+    val_puzzles = validation_puzzles(task, cfg)
+    maskable = answer_positions(task, task.seq_len)
+    run.open_log()
+    n_params = model.num_parameters()
+    print(
+        f"MDM for {task.name}: {n_params / 1e6:.2f}M parameters, steps {run.step}->{cfg.steps}, "
+        f"{model.dtype_used} (dtype {cfg.dtype})",
+        file=sys.stderr,
+    )
     last_val: dict = {}
 
-    def checkpoint(step: int, complete: bool):
+    def save(step: int, complete: bool) -> dict:
         meta = {
-            "kind": "mdm",
-            "task": cfg.task,
-            "command": command,
-            "commit": git_commit(),
-            "steps": step,
             "sequences_seen": step * cfg.batch_size,
             "train_seconds": round(elapsed, 1),
             "parameters": n_params,
-            "dtype": dtype_used,
+            "dtype": model.dtype_used,
             "validation": last_val,
             "init_from": cfg.init_from,
             "init_fingerprint": init_fingerprint,
-            "complete": complete,
         }
-        if complete:
-            save_checkpoint(out_dir, model, config_json, meta)
-        else:
-            save_checkpoint(
-                out_dir,
-                model,
-                config_json,
-                meta,
-                optimizer=opt,
-                train_state={"step": step, "elapsed": elapsed},
-                extra_tensors={"rng.torch": gen.get_state()},
-            )
+        resume_with = {
+            "state": {"elapsed": elapsed},
+            "extra_tensors": {"rng.torch": gen.get_state()},
+        }
+        return run.save(model, step, complete, meta, opt, **({} if complete else resume_with))
 
     model.train()
     bar = tqdm(
-        range(start, cfg.steps), initial=start, total=cfg.steps, desc="mdm train", file=sys.stderr
+        range(run.step, cfg.steps),
+        initial=run.step,
+        total=cfg.steps,
+        desc="mdm train",
+        file=sys.stderr,
     )
     window_t, window_n = time.time(), 0
     for step in bar:
@@ -320,8 +302,7 @@ def train_mdm(
                 last_val = validate(model, task, val_grids, val_puzzles)
                 record.update(last_val)
                 bar.write(" ".join(f"{k}={v:.4f}" for k, v in last_val.items()))
-            log.write(record)
+            run.write(record)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            checkpoint(done, complete=False)
-    checkpoint(cfg.steps, complete=True)
-    return checkpoint_json(out_dir, "meta.json")
+            save(done, complete=False)
+    return save(cfg.steps, complete=True)

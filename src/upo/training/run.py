@@ -1,0 +1,140 @@
+"""The run skeleton every trainer shares: a run directory that starts fresh or resumes where it
+stopped, a metrics log, and checkpoints with their metadata.
+
+A run directory is a checkpoint (config.json + model.safetensors + meta.json) plus metrics.jsonl;
+while the run is unfinished it also holds train_state.json + train_state.safetensors (optimizer
+moments, the step, generator states), which the final checkpoint drops. A trainer is then its
+maths plus a short loop:
+
+    run = Run(out_dir, kind="mdm", task=..., command=..., config={..., "train": settings})
+    if (done := run.prepare(resume)) is not None:
+        return done                       # already complete with these settings
+    run.restore(model, optimizer)         # on --resume: weights, moments, run.step, run.extra
+    run.open_log()
+    for step in range(run.step, total):
+        ...                               # the trainer's own update
+        run.write({"step": step + 1, ...})
+        run.save(model, step + 1, complete=False, meta={...}, optimizer=optimizer)
+    run.save(model, total, complete=True, meta={...})
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import (
+    checkpoint_json,
+    git_commit,
+    load_train_state,
+    load_weights,
+    prepare_run_dir,
+    save_checkpoint,
+)
+from ..io_utils import JsonlLog
+
+
+@dataclass
+class Run:
+    """One training run's directory. `config` is what every checkpoint's config.json holds; its
+    "train" entry (the run's settings) must match on --resume. Only the main process writes
+    (several processes train one policy under accelerate/torchrun)."""
+
+    out_dir: Path
+    kind: str  # meta.json "kind": "mdm", "hf-mdm" or "policy"
+    task: str
+    command: str
+    config: dict
+    main: bool = True
+    step: int = 0  # steps done before this process started (the resume point)
+    state: dict = field(default_factory=dict)  # the rest of train_state.json (seconds, epoch)
+    extra: dict = field(default_factory=dict)  # tensors saved beside the optimizer's
+    log: JsonlLog | None = None
+
+    def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+
+    @property
+    def settings(self) -> dict:
+        return self.config["train"]
+
+    def prepare(self, resume: bool) -> dict | None:
+        """Check that OUT can start (or with `resume`, continue) this run, before anything is
+        written. Returns the finished run's meta when it is already complete, else None."""
+        finished = prepare_run_dir(self.out_dir, self.settings, resume)
+        if finished is not None:
+            steps = finished.get("steps")
+            print(f"{self.out_dir}: training already complete ({steps} steps)", file=sys.stderr)
+        return finished
+
+    @property
+    def resumable(self) -> bool:
+        return (self.out_dir / "train_state.json").is_file()
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Continue an interrupted run: its last checkpoint's weights and optimizer moments, and
+        where it stopped (self.step, self.state, self.extra). Nothing to do for a fresh run."""
+        if not self.resumable:
+            return
+        load_weights(model, self.out_dir / "model.safetensors")
+        state, self.extra = load_train_state(self.out_dir, optimizer)
+        self.step = int(state["step"])
+        self.state = {k: v for k, v in state.items() if k not in ("step", "param_groups")}
+
+    def saved(self, name: str) -> dict:
+        """A JSON file of the run's last checkpoint (config.json, meta.json)."""
+        return checkpoint_json(self.out_dir, name)
+
+    def open_log(self) -> None:
+        """metrics.jsonl, without the lines an interrupted run logged after its checkpoint."""
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.log = JsonlLog(self.out_dir / "metrics.jsonl", truncate_after_step=self.step)
+
+    def write(self, record: dict) -> None:
+        if self.log is not None:
+            self.log.write(record)
+
+    def meta(self, steps: int, complete: bool, fields: dict) -> dict:
+        """meta.json: what every checkpoint says about its making, then the trainer's own fields."""
+        return {
+            "kind": self.kind,
+            "task": self.task,
+            "command": self.command,
+            "commit": git_commit(),
+            "steps": steps,
+            **fields,
+            "complete": complete,
+        }
+
+    def save(
+        self,
+        model: torch.nn.Module,
+        steps: int,
+        complete: bool,
+        meta: dict,
+        optimizer: torch.optim.Optimizer | None = None,
+        state: dict | None = None,
+        extra_tensors: dict | None = None,
+    ) -> dict:
+        """Write a checkpoint atomically. An unfinished run also saves what --resume needs (the
+        optimizer, the step and `state`, `extra_tensors`); the final checkpoint drops them."""
+        full = self.meta(steps, complete, meta)
+        if not self.main:
+            return full
+        if complete:
+            save_checkpoint(self.out_dir, model, self.config, full)
+        else:
+            save_checkpoint(
+                self.out_dir,
+                model,
+                self.config,
+                full,
+                optimizer=optimizer,
+                train_state={"step": steps, **(state or {})},
+                extra_tensors=extra_tensors,
+            )
+        return full
