@@ -107,9 +107,17 @@ def unmask(
         in_block = blk == current
         logits, features = denoiser.forward(tokens[rows], attention_mask[rows])
         state = StepState(
-            tokens[rows], logits, features, m, m & in_block, in_block, step, attention_mask[rows],
-            softmax_dtype, topk_ties,
-        )  # fmt: skip
+            tokens=tokens[rows],
+            logits=logits,
+            features=features,
+            masked=m,
+            candidates=m & in_block,
+            block=in_block,
+            step=step,
+            attention_mask=attention_mask[rows],
+            softmax_dtype=softmax_dtype,
+            topk_ties=topk_ties,
+        )
         choice = policy.select(state, k, generator)
         chosen = choice.chosen & state.candidates
         if not chosen.any(dim=1).all():
@@ -138,15 +146,15 @@ def unmask(
         if on_step is not None:
             on_step(rows, state, choice)
         step += 1
-    if not positions:
-        return Trajectory(
-            tokens,
-            order,
-            torch.zeros(b, 0, dtype=torch.long, device=tokens.device),
-            torch.zeros(b, 0, device=tokens.device),
-            nfe,
-            token_loglik,
-        )
+    device = tokens.device
     return Trajectory(
-        tokens, order, torch.stack(positions, 1), torch.stack(logprobs, 1), nfe, token_loglik
+        tokens=tokens,
+        order=order,
+        # zero steps when nothing was masked
+        positions=torch.stack(positions, 1)
+        if positions
+        else torch.zeros(b, 0, dtype=torch.long, device=device),
+        logprobs=torch.stack(logprobs, 1) if logprobs else torch.zeros(b, 0, device=device),
+        nfe=nfe,
+        token_loglik=token_loglik,
     )

@@ -40,12 +40,15 @@ class PolicyConfig:
     # Embed the board the MDM is looking at: each position's token, or the MDM's argmax prediction
     # where it is still masked (the vocabulary size of the MDM; None: not used). This lets the
     # attention compare what positions are about to receive, e.g. two masked cells of one Sudoku
-    # row predicted to hold the same digit, which no single position's confidence shows.
+    # row predicted to hold the same digit, which no single position's confidence shows. No gain
+    # on the built-in 9x9 MDM so far (experiments/README.md); kept because it is the one input
+    # that shows conflicts between positions, which choosing several positions per step needs.
     board_vocab: int | None = None
     # Fill a near-certain cell without asking the network: when the most confident candidate's
     # top-1 probability exceeds this, it is the only allowed position. Most steps are choices among
     # cells that are all near-certain, where the order changes nothing; gating them out leaves the
-    # network (and GRPO's reward signal) to the few states where the choice can matter. None: off.
+    # network (and GRPO's reward signal) to the few states where the choice can matter, and saves
+    # the policy's forward at most steps. None: off.
     certain_above: float | None = None
 
     def validate(self) -> None:
@@ -74,12 +77,12 @@ class PolicyInputs:
     valid: torch.Tensor  # [N, L] bool: False at padding, which the policy's attention must not see
 
     def take(self, idx) -> PolicyInputs:
-        return PolicyInputs(*(getattr(self, f.name)[idx] for f in fields(self)))
+        return PolicyInputs(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     @staticmethod
     def cat(parts: list[PolicyInputs]) -> PolicyInputs:
         return PolicyInputs(
-            *(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PolicyInputs))
+            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PolicyInputs)}
         )
 
 

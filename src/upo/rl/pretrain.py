@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +63,18 @@ class PretrainConfig:
     # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
     # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
     # A list aggregates: each entry decodes the same puzzles and all their states are kept (DAgger
-    # with aggregation: list the previous rounds' policies).
+    # with aggregation: list the previous rounds' policies). Kept in the product though only the
+    # research runs use lists so far: imitation on the learner's own states is the standard cure
+    # for compounding errors, for any task and reference.
     decode_with: str | list[str] | None = None
-    # "reference": imitate the reference; "correct": choose positions the MDM fills rightly
+    # "reference": imitate the reference; "correct": choose positions the MDM fills rightly.
+    # "correct" is the one pre-training that learns from the answers instead of a rule: it tells
+    # whether one forward's features can separate right fills from wrong ones at all, the question
+    # behind any learned order (on the built-in 9x9 MDM they barely can: experiments/README.md).
     target: str = "reference"
     # target "correct" only: weight of a per-position logistic loss (is the MDM's argmax right
-    # here?) on every masked position, besides the loss on the choice itself
+    # here?) on every masked position, besides the loss on the choice itself; the dense variant of
+    # the same question, for tasks where informative states are rare
     pointwise_weight: float = 0.0
     policy: dict = field(default_factory=dict)  # PolicyConfig fields (feature_dim from the MDM)
     n_puzzles: int = 400
@@ -150,20 +156,15 @@ def visit_states(
 
 
 def concat_states(parts: list[States]) -> States:
-    def cat(get):
-        return torch.cat([get(p) for p in parts])
-
-    return States(
-        PolicyInputs.cat([p.inputs for p in parts]),
-        cat(lambda p: p.item),
-        cat(lambda p: p.step),
-        cat(lambda p: p.action),
-        cat(lambda p: p.sample_logp),
-        cat(lambda p: p.ref_choice),
-        cat(lambda p: p.ref_logp),
-        cat(lambda p: p.ref_dist),
-        None if parts[0].correct is None else cat(lambda p: p.correct),
-    )
+    """The states of several visits as one set, field by field (absent optional fields stay None)."""
+    joined = {}
+    for f in fields(States):
+        values = [getattr(p, f.name) for p in parts]
+        if f.name == "inputs":
+            joined[f.name] = PolicyInputs.cat(values)
+        else:
+            joined[f.name] = None if values[0] is None else torch.cat(values)
+    return States(**joined)
 
 
 def soft_cross_entropy(logp: torch.Tensor, target_logp: torch.Tensor) -> torch.Tensor:

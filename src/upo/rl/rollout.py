@@ -39,17 +39,14 @@ class States:
         return len(self.item)
 
     def take(self, idx: torch.Tensor) -> States:
-        return States(
-            self.inputs.take(idx),
-            self.item[idx],
-            self.step[idx],
-            self.action[idx],
-            self.sample_logp[idx],
-            self.ref_choice[idx],
-            self.ref_logp[idx],
-            None if self.ref_dist is None else self.ref_dist[idx],
-            None if self.correct is None else self.correct[idx],
-        )
+        """The states at `idx`, every field taken alike (absent optional fields stay None)."""
+        taken = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            taken[f.name] = (
+                value if value is None else value.take(idx) if f.name == "inputs" else value[idx]
+            )
+        return States(**taken)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """Flat name -> tensor dict for a safetensors file (absent optional fields left out)."""
@@ -62,9 +59,9 @@ class States:
 
     @staticmethod
     def from_tensors(tensors: dict[str, torch.Tensor]) -> States:
-        inputs = PolicyInputs(*(tensors[f"inputs.{f.name}"] for f in fields(PolicyInputs)))
+        inputs = PolicyInputs(**{f.name: tensors[f"inputs.{f.name}"] for f in fields(PolicyInputs)})
         rest = {f.name: tensors.get(f.name) for f in fields(States) if f.name != "inputs"}
-        return States(inputs, **rest)
+        return States(inputs=inputs, **rest)
 
 
 def on_track(state: StepState, target: torch.Tensor) -> torch.Tensor:
@@ -156,15 +153,15 @@ def collect(
     inputs = PolicyInputs.cat(parts.pop("inputs"))
     cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
     states = States(
-        inputs,
-        cat["item"],
-        cat["step"],
-        cat["action"],
-        cat["lp"],
-        cat["rc"],
-        cat["rlp"],
-        cat["rd"],
-        cat["correct"],
+        inputs=inputs,
+        item=cat["item"],
+        step=cat["step"],
+        action=cat["action"],
+        sample_logp=cat["lp"],
+        ref_choice=cat["rc"],
+        ref_logp=cat["rlp"],
+        ref_dist=cat["rd"],
+        correct=cat["correct"],
     )
     return traj, states
 
