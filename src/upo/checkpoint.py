@@ -336,9 +336,15 @@ def check_run_target(out_dir: Path) -> None:
 
 def same_run_config(saved: dict, train_config: dict) -> bool:
     """Whether a resumed run's config is the one it was started with. The thread count changes
-    speed, not the run: it may differ."""
+    speed, not the run: it may differ. So may the MDM's dtype (`dtype`, `mdm_options.dtype`):
+    under dtype auto it follows the CPU, and a run moved to another machine must still resume;
+    the trainers say when it changed (Run.note_dtype)."""
 
-    def without_threads(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k != "threads"}
+    def settings(config: dict) -> dict:
+        kept = {k: v for k, v in config.items() if k not in ("threads", "dtype")}
+        options = kept.get("mdm_options")
+        if isinstance(options, dict):
+            kept["mdm_options"] = {k: v for k, v in options.items() if k != "dtype"}
+        return kept
 
-    return without_threads(saved) == without_threads(train_config)
+    return settings(saved) == settings(train_config)

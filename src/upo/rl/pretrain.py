@@ -365,6 +365,8 @@ def pretrain_policy(
     total_steps = cfg.epochs * steps_per_epoch
     run.config = policy_checkpoint_config(net, provenance["mdm_fingerprint"], train_config)
     run.restore(net, opt)  # after an interrupted epoch loop; a fresh run has nothing to restore
+    if resume:
+        run.note_dtype("mdm_dtype", mdm.dtype_used)
     if "generator_state" in run.extra:
         gen.set_state(run.extra["generator_state"])
     first_epoch = int(run.state.get("epoch", 0))

@@ -227,6 +227,7 @@ def train_mdm(
     init_fingerprint = None
     if resume:
         run.restore(model, opt)
+        run.note_dtype("dtype", model.dtype_used)
         if "rng.torch" not in run.extra:
             raise UpoError(f"{out_dir}: train_state.safetensors has no random generator state")
         gen.set_state(run.extra["rng.torch"])

@@ -84,6 +84,19 @@ class Run:
         self.step = int(state["step"])
         self.state = {k: v for k, v in state.items() if k not in ("step", "param_groups")}
 
+    def note_dtype(self, key: str, now: str) -> None:
+        """Say so when a resumed run's MDM arithmetic differs from what the run began with: under
+        dtype auto that happens when a run moves to a CPU of another kind, and the continuation is
+        then close to, but not bit-identical with, an uninterrupted run."""
+        was = self.saved("meta.json").get(key) if (self.out_dir / "meta.json").is_file() else None
+        if self.main and was is not None and was != now:
+            print(
+                f"upo: warning: {self.out_dir} ran its MDM in {was}, this run uses {now} "
+                f"(pass --dtype {was} to keep it); results will differ slightly from an "
+                "uninterrupted run",
+                file=sys.stderr,
+            )
+
     def saved(self, name: str) -> dict:
         """A JSON file of the run's last checkpoint (config.json, meta.json)."""
         return checkpoint_json(self.out_dir, name)
