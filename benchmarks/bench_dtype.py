@@ -4,6 +4,11 @@ Usage: python benchmarks/bench_dtype.py --n 64 --threads 2
 Prints the CPU's model name and bf16-related flags, the dtype "auto" picks here (see
 upo.models.precision), and items/s and solve rate for each dtype. On a CPU without native bf16
 (AVX512-BF16 / AMX-BF16) bfloat16 is expected to be far slower: that is why auto avoids it there.
+
+To play an AVX2-only CPU on a newer one, restrict torch's kernels before it starts:
+    ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/bench_dtype.py --n 8
+(ATen's vector kernels, oneDNN's and MKL's then use AVX2 only; "auto" sees torch's capability.)
 """
 
 from __future__ import annotations
@@ -55,7 +60,10 @@ def main() -> None:
     print(f"CPU: {cpu_model_name()}")
     print("flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS))
     print(f"native bf16: {cpu_has_fast_bf16()}; dtype auto chooses: {resolve_dtype('auto')}")
-    print(f"torch {torch.__version__}, {args.threads} threads\n")
+    print(
+        f"torch {torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"{args.threads} threads\n"
+    )
     rows = {dtype: time_decode(args.mdm, dtype, batch, task, args.batch_size) for dtype in
             ("bfloat16", "float32")}  # fmt: skip
     print("| dtype | items | wall s | items/s | solve rate |")

@@ -43,6 +43,27 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert precision.cpu_flags(tmp_path / "absent") == set()
 
 
+@pytest.mark.parametrize(
+    "flags, kernels, native",
+    [
+        ({"avx2", "amx_bf16"}, "AVX512", True),
+        ({"avx2", "avx512_bf16"}, "AVX512", True),
+        ({"avx2", "avx512f"}, "AVX512", False),  # AVX512 without bf16 (Skylake, say)
+        ({"avx2", "amx_bf16"}, "AVX2", False),  # torch held to AVX2 kernels: bf16 emulated
+        ({"avx2"}, "AVX2", False),  # issue 29's EPYC
+    ],
+)
+def test_native_bf16_needs_the_flag_and_torchs_avx512_kernels(monkeypatch, flags, kernels, native):
+    monkeypatch.setattr(precision.sys, "platform", "linux")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision.torch.backends.cpu, "get_cpu_capability", lambda: kernels)
+    precision._cpu_flags_say_bf16.cache_clear()
+    try:
+        assert precision._cpu_flags_say_bf16() is native
+    finally:
+        precision._cpu_flags_say_bf16.cache_clear()
+
+
 @pytest.mark.parametrize("native, auto", [(True, "bfloat16"), (False, "float32")])
 def test_auto_follows_the_cpu_flag(cpu, native, auto):
     cpu(native)

@@ -59,7 +59,11 @@ def cpu_model_name(cpuinfo: Path = CPUINFO) -> str:
 def _cpu_flags_say_bf16() -> bool:
     # Without /proc/cpuinfo (macOS, Windows) nothing reliable says bf16 is native, and guessing
     # True is the costly mistake (60x), so the answer is False: --dtype bfloat16 forces it.
-    return sys.platform.startswith("linux") and bool(set(NATIVE_BF16_FLAGS) & cpu_flags())
+    if not (sys.platform.startswith("linux") and set(NATIVE_BF16_FLAGS) & cpu_flags()):
+        return False
+    # torch must also run its AVX512 kernels: below that (an old build, or ATEN_CPU_CAPABILITY
+    # lowered, as benchmarks/bench_dtype.py does to play an AVX2-only CPU) bf16 is emulated.
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def env_dtype() -> str | None:
