@@ -35,7 +35,7 @@ def batched_step(mdm, net, batch_tokens, task, batch, cfg, ref):
         mdm, batch_tokens, sampler, ref.policy, None, torch.Generator().manual_seed(0)
     )
     t_roll = time.perf_counter() - t0
-    rewards = torch.from_numpy(task.cell_acc(batch, traj.tokens.numpy())).float()
+    rewards = torch.from_numpy(task.partial_credit(batch, traj.tokens.numpy())).float()
     adv = group_advantages(rewards, cfg.group_size, False)
     t1 = time.perf_counter()
     update(net, opt, states, adv, ref, cfg, lambda n: None)
@@ -61,7 +61,7 @@ def naive_step(mdm, net, batch_tokens, task, batch, cfg, ref):
     t_roll = time.perf_counter() - t0
     outputs = torch.cat([t.tokens for t in trajs]).numpy()
     adv = group_advantages(
-        torch.from_numpy(task.cell_acc(batch, outputs)).float(), cfg.group_size, False
+        torch.from_numpy(task.partial_credit(batch, outputs)).float(), cfg.group_size, False
     )
     t1 = time.perf_counter()
     for _ in range(cfg.inner_steps):

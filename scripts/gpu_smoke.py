@@ -19,7 +19,7 @@ from upo.decode import unmask  # noqa: E402
 from upo.models.hf import HFDenoiser  # noqa: E402
 from upo.policies.rules import make_rule  # noqa: E402
 from upo.rl.grpo import UPOConfig, train_upo  # noqa: E402
-from upo.text_decode import generate  # noqa: E402
+from upo.text_generation import generate  # noqa: E402
 
 
 def sync(device):
@@ -100,7 +100,8 @@ def real_code_checks(device, tmp: Path) -> dict:
     (one prompt at a time), the padding probe passes, and Dream's padded rows equal each prompt
     alone."""
     from reference_models import REFERENCE_MODELS, llada_generate, model_dir
-    from upo.text_decode import encode_prompts, generate_tokens
+    from upo.tasks.text.encoding import encode_prompts
+    from upo.text_generation import generate_tokens
 
     if not (REFERENCE_MODELS / "llada" / "modeling_llada.py").is_file():
         raise SystemExit(f"FAIL: real LLaDA/Dream code not found at {REFERENCE_MODELS}")

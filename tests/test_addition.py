@@ -56,12 +56,12 @@ def test_verifier_accepts_the_sum_and_rejects_any_wrong_digit(a, b, where, shift
     prompt = encode(SPEC, a, b, with_answer=False)[None]
     batch = TASK.batch_from_digits(prompt[:, :D], prompt[:, D + 1 : 2 * D + 1])
     assert (batch.tokens == prompt).all() and (batch.answers == full).all()
-    assert TASK.solved(batch, full)[0] == 1.0 and TASK.cell_acc(batch, full)[0] == 1.0
+    assert TASK.solved(batch, full)[0] == 1.0 and TASK.partial_credit(batch, full)[0] == 1.0
     wrong = full.copy()
     pos = SPEC.answer_start + where
     wrong[0, pos] = (wrong[0, pos] + shift) % 10
     assert TASK.solved(batch, wrong)[0] == 0.0
-    assert TASK.cell_acc(batch, wrong)[0] == pytest.approx(D / (D + 1))
+    assert TASK.partial_credit(batch, wrong)[0] == pytest.approx(D / (D + 1))
 
 
 def test_only_the_answer_is_masked_and_difficulty_counts_digits():
@@ -232,7 +232,7 @@ def test_sudoku_file_checked_as_addition_is_a_clear_error(tmp_path, capsys):
 
 def test_training_masks_only_answer_positions():
     cfg = MDMTrainConfig(task="addition", t_min=0.0, t_max=1.0)
-    maskable = answer_positions(TASK, SPEC.seq_len)
+    maskable = answer_positions(TASK)
     tokens = torch.from_numpy(TASK.stream(0).batch(0, 256))
     gen = torch.Generator().manual_seed(0)
     _, mask = draw_mask(tokens, cfg, gen, maskable)

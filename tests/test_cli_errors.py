@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import upo.cli
+import upo.cli.demo
 from test_reliability import (
     mdm_train_config,
     message_lines,
@@ -396,7 +396,7 @@ def test_a_bug_is_one_line_too_and_upo_debug_shows_the_traceback(capsys, monkeyp
     def broken(args):
         raise ZeroDivisionError("division by zero\nsecond line")
 
-    monkeypatch.setattr(upo.cli, "cmd_demo", broken)
+    monkeypatch.setattr(upo.cli.demo, "cmd_demo", broken)
     code, err = run(capsys, "demo")
     assert code == 1
     lines = message_lines(err)
@@ -412,7 +412,7 @@ def test_disk_errors_are_one_line(capsys, monkeypatch):
     def full(args):
         raise OSError(28, "No space left on device", "/data/out.jsonl")
 
-    monkeypatch.setattr(upo.cli, "cmd_demo", full)
+    monkeypatch.setattr(upo.cli.demo, "cmd_demo", full)
     code, err = run(capsys, "demo")
     assert code == 2
     assert message_lines(err) == ["upo: error: /data/out.jsonl: No space left on device"]

@@ -22,7 +22,8 @@ from upo.models.hf import HFDenoiser, real_positions
 from upo.models.registry import load_mdm
 from upo.policies.learned import PolicyConfig, PolicyNet
 from upo.policies.rules import make_rule
-from upo.text_decode import answer_text, encode_prompts, generate, steps_to_k
+from upo.tasks.text.encoding import answer_text, encode_prompts
+from upo.text_generation import generate, steps_to_k
 
 VOCAB = 72
 PAD = 0

@@ -12,7 +12,8 @@ from reference_models import MASK_ID, llada_generate, model_dir, require_referen
 from upo.models.hf import HFDenoiser
 from upo.models.registry import load_mdm
 from upo.policies.rules import make_rule
-from upo.text_decode import encode_prompts, generate_tokens
+from upo.tasks.text.encoding import encode_prompts
+from upo.text_generation import generate_tokens
 
 PROMPTS = ["what is 2+2?", "hi", "count: 1 2 3 4 5 6 7 8 9", "solve x"]
 

@@ -12,6 +12,7 @@ import pytest
 
 from hf_standins import STANDIN_MASK, TinyLladaConfig, TinyLladaModel, make_tokenizer
 from upo.errors import UpoError
+from upo.evaluate import evaluate_policy
 from upo.models.hf import HFDenoiser
 from upo.policies.rules import make_rule
 from upo.tasks.registry import get_task
@@ -166,11 +167,11 @@ def test_answers_of_the_solution_score_full_marks():
     solutions = [m["solution"] for m in batch.meta]
     outputs = filled(task, batch, solutions)
     assert [answer_digits(a) for a in task.answers(batch, outputs)] == solutions
-    assert task.cell_acc(batch, outputs).tolist() == [1.0, 1.0, 1.0]
+    assert task.partial_credit(batch, outputs).tolist() == [1.0, 1.0, 1.0]
     assert task.solved(batch, outputs).all()
     # The other completion of SEVERAL is solved too, at half the cell accuracy.
     outputs = filled(task, batch, [UNIQUE[1], OTHER_COMPLETION, SPARSE[1]])
-    assert task.cell_acc(batch, outputs).tolist() == [1.0, 0.5, 1.0]
+    assert task.partial_credit(batch, outputs).tolist() == [1.0, 0.5, 1.0]
     assert task.solved(batch, outputs).all()
 
 
@@ -202,7 +203,7 @@ def test_decoding_fills_only_the_blanks_one_per_step(mdm):
     batch = task.batch(items(task, [UNIQUE, SPARSE, SEVERAL], short_prompts=True))
     blanks = np.array([m["puzzle"].count("0") for m in batch.meta])
     rule = make_rule("confidence")
-    batched = task.evaluate(mdm, batch, rule, batch_size=2)
+    batched = evaluate_policy(mdm, task, batch, rule, batch_size=2)
     masked = batch.tokens == task.mask_id
     # Every blank is written (never with the mask token), every other token is kept.
     assert (batched.outputs != task.mask_id).all()
@@ -214,10 +215,10 @@ def test_decoding_fills_only_the_blanks_one_per_step(mdm):
     assert batched.nfe == blanks.mean()
     # Item by item, each takes as many forward calls as it has blanks, and decodes the same.
     for i, n in enumerate(blanks):
-        alone = task.evaluate(mdm, batch.select(np.array([i])), rule, batch_size=1)
+        alone = evaluate_policy(mdm, task, batch.select(np.array([i])), rule, batch_size=1)
         assert alone.nfe == n
         assert np.array_equal(alone.outputs[0], batched.outputs[i])
-    one_by_one = task.evaluate(mdm, batch, rule, batch_size=1)
+    one_by_one = evaluate_policy(mdm, task, batch, rule, batch_size=1)
     assert np.array_equal(one_by_one.outputs, batched.outputs)
     assert np.array_equal(one_by_one.order, batched.order)
     assert one_by_one.solve_rate == batched.solve_rate

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upo.cli_eval import load_eval_data
+from upo.cli.eval import load_eval_data
 from upo.errors import UpoError
-from upo.rl.grpo import load_split
 from upo.tasks.registry import TASK_NAMES, get_task
 from upo.tasks.sudoku.io import load_puzzles, write_jsonl
 
@@ -44,16 +43,16 @@ def test_load_returns_the_written_batch(made):
     masked = loaded.tokens == task.mask_id
     assert masked.any(1).all() and (loaded.answers[masked] != task.mask_id).all()
     assert (task.solved(loaded, loaded.answers) == 1).all()
-    assert (task.cell_acc(loaded, loaded.answers) == 1).all()
+    assert (task.partial_credit(loaded, loaded.answers) == 1).all()
     assert len(task.difficulty(loaded)) == len(loaded)
 
 
 def test_eval_and_training_loaders_use_task_load(made):
     task, batch, path = made
     assert np.array_equal(load_eval_data(task, str(path), n=3).tokens, batch.tokens[:3])
-    assert np.array_equal(load_split(task, str(path), "training data").answers, batch.answers)
-    with pytest.raises(UpoError, match="training data file not found"):
-        load_split(task, str(path) + ".missing", "training data")
+    assert np.array_equal(task.load(str(path)).answers, batch.answers)  # GRPO, pre-training
+    with pytest.raises(UpoError, match=r"\.missing: no such file \(make it with `upo data make`\)"):
+        task.load(str(path) + ".missing")
 
 
 def test_sudoku_load_matches_the_sudoku_loader(tmp_path):

@@ -214,7 +214,7 @@ def test_gsm8k_rewards_through_the_tokenizer(mdm):
     assert (batch.attention_mask[:, -1]).all() and not batch.attention_mask[:, 0].all()
     outputs = answer_outputs(task, batch, ["so \\boxed{7}", "#### 1200", "it is 4"])
     assert task.solved(batch, outputs).tolist() == [True, True, False]
-    assert task.cell_acc(batch, outputs).tolist() == [1.0, 1.0, 0.0]
+    assert task.partial_credit(batch, outputs).tolist() == [1.0, 1.0, 0.0]
     assert task.answers(batch, outputs)[0] == "so \\boxed{7}"  # EOS ends the answer
 
 
@@ -236,7 +236,7 @@ def test_sudoku4_text_cell_accuracy(mdm):
     outputs = answer_outputs(task, batch.select([0, 0, 0]), [right, one_wrong, "<answer>12"])
     three = batch.select([0, 0, 0])
     assert task.solved(three, outputs).tolist() == [True, False, False]
-    np.testing.assert_allclose(task.cell_acc(three, outputs), [1.0, 7 / 8, 0.0])
+    np.testing.assert_allclose(task.partial_credit(three, outputs), [1.0, 7 / 8, 0.0])
 
 
 def test_countdown_task(mdm):

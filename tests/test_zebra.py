@@ -104,7 +104,7 @@ def test_stream_disguises_keep_the_unique_solution():
 def test_verifier_accepts_the_solution_and_rejects_corruptions():
     batch = TASK.generate(10, (1, SPEC.max_clues), seed=2)
     assert TASK.solved(batch, batch.answers).all()
-    assert (TASK.cell_acc(batch, batch.answers) == 1).all()
+    assert (TASK.partial_credit(batch, batch.answers) == 1).all()
     rng = np.random.default_rng(0)
     for i in range(10):
         wrong = batch.answers[i : i + 1].copy()
@@ -119,7 +119,7 @@ def test_verifier_accepts_the_solution_and_rejects_corruptions():
 
 
 def test_only_the_grid_is_maskable():
-    where = answer_positions(TASK, SPEC.seq_len)
+    where = answer_positions(TASK)
     assert where.sum() == 16 and where[-16:].all()
     groups = TASK.model_defaults()["position_groups"]
     assert len(groups) == 2 and all(len(g) == SPEC.seq_len for g in groups)

@@ -22,8 +22,6 @@ from .models.registry import load_mdm
 from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_difficulty
 from .policies.resolve import resolve_policy
 from .tasks.registry import get_task
-from .tasks.sudoku.generate import generate_puzzles
-from .tasks.sudoku.io import write_jsonl
 
 RULES = [
     "random",
@@ -104,11 +102,11 @@ def other_task_tables(
 
 
 def existing_puzzles(paths: list[Path]) -> set[str]:
+    task = get_task("sudoku9")
     seen: set[str] = set()
     for p in paths:
         if p.is_file():
-            tokens = get_task("sudoku9").load(p, skip_invalid=True).tokens
-            seen.update("".join(map(str, row)) for row in tokens.tolist())
+            seen.update(task.keys(task.load(p, skip_invalid=True)))
     return seen
 
 
@@ -134,12 +132,8 @@ def run_demo(
     # Never evaluate on a puzzle the policy trained on: exclude every puzzle file under data/.
     exclude = existing_puzzles(sorted(Path("data").glob("sudoku9-*.jsonl")))
     with tqdm(total=n, desc="make held-out puzzles", file=sys.stderr) as bar:
-        pairs = list(
-            generate_puzzles(task.spec, n, blanks, seed, exclude=exclude, progress=bar.update)
-        )
-    puzzles, solutions = np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs])
-    write_jsonl(out_dir / "heldout.jsonl", puzzles, solutions)
-    batch = task.batch(puzzles, solutions)
+        batch = task.generate(n, blanks, seed, exclude=exclude, progress=bar.update)
+    task.write(out_dir / "heldout.jsonl", batch)
     names = RULES + ([policy_path] if Path(policy_path).is_dir() else [])
     # One bar over every puzzle the demo decodes, all tables included, so its ETA is the demo's;
     # it advances with each batch of 64.
@@ -163,9 +157,9 @@ def run_demo(
     shown = [conf] + ([results[-1]] if results[-1].policy not in RULES else [])
     differs = np.flatnonzero(shown[-1].solved != conf.solved)
     item = int(differs[0]) if len(differs) else 0
-    fill_orders(shown, item, task.spec.n, out_dir / "fill_order.png")
+    fill_orders(shown, item, task.grid_side, out_dir / "fill_order.png")
     orders = "\n\n".join(
-        f"{r.policy}:\n```\n{order_text(r.order[item], task.spec.n)}\n```" for r in shown
+        f"{r.policy}:\n```\n{order_text(r.order[item], task.grid_side)}\n```" for r in shown
     )
     write_json(
         out_dir / "results.json",

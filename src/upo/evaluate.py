@@ -1,4 +1,5 @@
-"""Evaluation: solve rate with a Wilson 95% interval, cell accuracy, NFE, speed, pass@N."""
+"""Evaluation of a policy on any task (token or text): solve rate with a Wilson 95% interval, mean
+partial credit (recorded as `cell_acc`), NFE, speed, pass@N."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from .decode import unmask
 from .policies.base import Policy
-from .tasks.base import Batch
+from .tasks.base import Batch, Task
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -27,10 +28,12 @@ def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[floa
 
 @dataclass
 class PolicyResult:
+    """One policy's evaluation: the record `upo eval --json` writes (see `summary`)."""
+
     policy: str
     solve_rate: float
     solve_ci95: tuple[float, float]
-    cell_acc: float
+    cell_acc: float  # mean task.partial_credit; the JSON field keeps the name DESIGN.md fixes
     nfe: float
     seconds: float
     items_per_s: float
@@ -82,7 +85,7 @@ def decode_in_batches(
     a GPU nothing crosses to the CPU until the final tokens). Returns (outputs, order, nfe,
     token_loglik) as numpy arrays (see `Trajectory`). With `store` (an EvalProgress), batches
     finished by an earlier, interrupted run are taken from it and new ones are added to it."""
-    device = getattr(mdm, "device", torch.device("cpu"))
+    device = mdm.device
     gen = torch.Generator(device=device).manual_seed(seed)
     batch_size = padding_safe_batch_size(mdm, batch_size)
     outs, orders, nfes, logliks = [], [], [], []
@@ -124,7 +127,7 @@ def decode_in_batches(
 def padding_safe_batch_size(mdm, batch_size: int) -> int:
     """`batch_size`, or 1 for a model whose logits change under left padding (an HF model whose
     padding probe failed, see models/hf.py) unless its user allowed unpadded batching."""
-    if getattr(mdm, "padding_exact", True) or getattr(mdm, "allow_unpadded_batching", False):
+    if mdm.pads_batches:
         return batch_size
     return 1
 
@@ -146,7 +149,7 @@ def pass_at_curve(solved: np.ndarray) -> list[float]:
 
 def evaluate_policy(
     mdm,
-    task,
+    task: Task,
     batch: Batch,
     policy: Policy,
     batch_size: int = 64,
@@ -157,28 +160,30 @@ def evaluate_policy(
     store=None,
     store_key: str = "",
 ) -> PolicyResult:
-    """Solve rate etc. of `policy`'s decodes (the first sample, seed `seed`). With pass_at = N > 1
+    """Solve rate etc. of `policy`'s decodes (the first sample, seed `seed`), in the task's
+    semi-autoregressive blocks (task.block_length) and scored by the task. With pass_at = N > 1
     it decodes N samples per item (seeds seed..seed+N-1) and also reports pass@1..N and the solve
     rate of the sample the MDM finds likeliest. `store`: see decode_in_batches (each sample's
     batches are filed under store_key + its number); seconds include the reused batches'."""
     start = time.perf_counter()
     reused_before = store.seconds_reused if store is not None else 0.0
+    blocks = task.block_length
     outputs, order, nfe, loglik = decode_in_batches(
-        mdm, batch, policy, batch_size, k, seed, progress=progress, store=store,
-        store_key=f"{store_key}s0",
+        mdm, batch, policy, batch_size, k, seed, progress=progress, block_size=blocks,
+        store=store, store_key=f"{store_key}s0",
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if store is not None:
         seconds += store.seconds_reused - reused_before
     solved = task.solved(batch, outputs)
-    cell = task.cell_acc(batch, outputs)
-    result = policy_result(policy.name, solved, cell, outputs, order, nfe, seconds)
+    credit = task.partial_credit(batch, outputs)
+    result = policy_result(policy.name, solved, credit, outputs, order, nfe, seconds)
     if pass_at > 1:
         samples, logliks = [solved], [loglik]
         for extra in range(1, pass_at):
             o, _, _, ll = decode_in_batches(
-                mdm, batch, policy, batch_size, k, seed + extra, progress=progress, store=store,
-                store_key=f"{store_key}s{extra}",
+                mdm, batch, policy, batch_size, k, seed + extra, progress=progress,
+                block_size=blocks, store=store, store_key=f"{store_key}s{extra}",
             )  # fmt: skip
             samples.append(task.solved(batch, o))
             logliks.append(ll)
@@ -194,14 +199,14 @@ def likeliest_sample_solved(solved: np.ndarray, loglik: np.ndarray) -> np.ndarra
     return solved[np.arange(len(solved)), loglik.argmax(1)]
 
 
-def policy_result(name: str, solved, cell, outputs, order, nfe, seconds: float) -> PolicyResult:
-    """The result record of one policy from its per-item outcomes (shared with text tasks)."""
+def policy_result(name: str, solved, credit, outputs, order, nfe, seconds: float) -> PolicyResult:
+    """The result record of one policy from its per-item outcomes (solved, partial credit)."""
     n = len(solved)
     return PolicyResult(
         policy=name,
         solve_rate=float(solved.mean()) if n else 0.0,
         solve_ci95=wilson_interval(float(solved.sum()), n),
-        cell_acc=float(cell.mean()) if n else 0.0,
+        cell_acc=float(credit.mean()) if n else 0.0,
         nfe=float(nfe.mean()) if n else 0.0,
         seconds=seconds,
         items_per_s=n / max(seconds, 1e-9),

@@ -221,7 +221,7 @@ class HFDenoiser:
         ids[ids == self.mask_id] = (self.mask_id + 1) % self.vocab_size
         ids[-4:] = self.mask_id  # decoding runs on prompts followed by masks
         short = ids[4:]
-        pad = getattr(getattr(self, "tokenizer", None), "pad_token_id", None)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
         pad = pad if isinstance(pad, int) else 0
         batch = torch.stack([ids, torch.cat([torch.full((4,), pad), short])])
         attention = torch.ones_like(batch, dtype=torch.bool)

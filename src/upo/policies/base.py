@@ -117,6 +117,11 @@ class Policy:
     name = "policy"
     deterministic = False
 
+    def to(self, device: torch.device) -> Policy:
+        """This policy on `device`, where its MDM's logits and features are (rules hold no
+        tensors: nothing to move)."""
+        return self
+
     def log_probs(self, state: StepState) -> torch.Tensor:
         raise NotImplementedError
 

@@ -227,6 +227,10 @@ class LearnedPolicy(Policy):
         self.deterministic = greedy
         self.name = name
 
+    def to(self, device: torch.device) -> LearnedPolicy:
+        self.net.to(device)
+        return self
+
     def inputs(self, state: StepState) -> PolicyInputs:
         cfg = self.net.cfg
         return inputs_from_state(state, self.mask_id, cfg.restrict_topk, cfg.certain_above)

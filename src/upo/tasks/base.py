@@ -1,10 +1,17 @@
-"""What every task gives the rest of upo: tokens for the MDM, a training stream, rewards."""
+"""What every task gives the rest of upo: items as MDM inputs (Batch), and the protocols tasks
+satisfy (Task for every task, TokenTask for those upo's own MDM is trained on)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..models.denoiser import Denoiser
 
 
 @dataclass
@@ -40,3 +47,107 @@ class Batch:
             self.attention_mask[idx],
             [self.meta[i] for i in idx] if self.meta else [],
         )
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task gives the rest of upo: evaluation, GRPO and pre-training see only this.
+
+    A task turns a data file into a Batch for an MDM and scores the MDM's outputs. Scores speak
+    of items and partial credit, not cells and puzzles: `solved` is whether an item's output is
+    fully correct (a valid completion, a right final answer), `partial_credit` the task's
+    finer-grained score in [0, 1] (Sudoku: the fraction of blanks equal to the solution; tasks
+    without one give `solved` again). `upo eval --json` records its mean as `cell_acc`.
+
+    - name: the registered name (`upo eval --task NAME`).
+    - difficulty_name: what `difficulty` counts, the word results are broken down by: "blanks",
+      "clues", "digits", "level".
+    - block_length: the semi-autoregressive block size decoding uses (the positions of one block
+      are revealed before the next opens); None: one block, any masked position at any step.
+    - bind(denoiser): this task speaking that MDM. Text tasks take its tokenizer, mask id and EOS
+      ids and must be bound before `load`; token tasks (upo's own MDMs) return themselves.
+    - load(path): the items of a data file as a Batch; every failure is one UpoError line naming
+      the file. Tasks add keywords of their own (token tasks: skip_invalid; text tasks: n).
+    - solved(batch, outputs) -> bool [N]; partial_credit(batch, outputs) -> float [N], for
+      outputs [N, L] decoded from batch.tokens.
+    - difficulty(batch) -> int [N].
+    """
+
+    name: str
+    difficulty_name: str
+    block_length: int | None
+
+    def bind(self, denoiser: Denoiser) -> Task: ...
+
+    def load(self, path: str | Path) -> Batch: ...
+
+    def solved(self, batch: Batch, outputs: np.ndarray) -> np.ndarray: ...
+
+    def partial_credit(self, batch: Batch, outputs: np.ndarray) -> np.ndarray: ...
+
+    def difficulty(self, batch: Batch) -> np.ndarray: ...
+
+
+class ItemStream(Protocol):
+    """An endless stream of complete items (answers filled in) for MDM training: batch(index,
+    size) -> int64 [size, seq_len], the same for the same stream seed and index, so a resumed run
+    sees the batches it would have seen."""
+
+    def batch(self, index: int, size: int) -> np.ndarray: ...
+
+
+@runtime_checkable
+class TokenTask(Task, Protocol):
+    """A task upo's own MDM is trained and evaluated on (Sudoku, addition, Zebra): a fixed-length
+    token layout with its own vocabulary, a generator of items with unique answers and an infinite
+    training stream. What `upo mdm train`, `upo data make|check` and `upo eval` read:
+
+    - seq_len, vocab_size, mask_id: the layout, which the MDM must match;
+    - answer_positions: bool [seq_len], the positions an item may have masked (the MDM is trained
+      to fill only these: all of a Sudoku grid, only the sum of an addition);
+    - grid_side: the side of the square grid the tokens are (Sudoku), for the fill-order figures
+      and text; None when they are a sequence;
+    - model_defaults(): the built-in MDM's layout settings (vocabulary, mask id, length and the
+      task's position structure);
+    - stream(seed): the training stream of complete items (an ItemStream);
+    - default_difficulty, max_difficulty: `upo data make`'s default range and its upper bound;
+    - generate(n, difficulty, seed, exclude, progress, max_attempts): n distinct items with
+      difficulty in the inclusive range, none whose key is in `exclude`;
+    - keys(batch): what makes two items the same (train and test files are kept disjoint by it);
+    - check(path, skip_invalid, progress): (valid items, messages of the bad lines skipped), every
+      answer verified; `upo data check`;
+    - write(path, batch): the items as JSONL that `load` reads back; describe(batch): a short
+      summary of their difficulties.
+    """
+
+    seq_len: int
+    vocab_size: int
+    mask_id: int
+    answer_positions: np.ndarray
+    grid_side: int | None
+    default_difficulty: tuple[int, int]
+    max_difficulty: int
+
+    def model_defaults(self) -> dict: ...
+
+    def stream(self, seed: int) -> ItemStream: ...
+
+    def generate(
+        self,
+        n: int,
+        difficulty: tuple[int, int],
+        seed: int,
+        exclude: set[str] = ...,
+        progress: Callable[[int], object] | None = None,
+        max_attempts: int | None = ...,
+    ) -> Batch: ...
+
+    def keys(self, batch: Batch) -> list[str]: ...
+
+    def check(
+        self, path, skip_invalid: bool = False, progress: Callable[[int], object] | None = None
+    ) -> tuple[Batch, list[str]]: ...
+
+    def write(self, path: str | Path, batch: Batch) -> None: ...
+
+    def describe(self, batch: Batch) -> str: ...

@@ -95,6 +95,13 @@ def _non_blank(path: Path, f: IO) -> list[tuple[int, str]]:
     return lines
 
 
+def require_file(path) -> None:
+    """A token task's data file is made by `upo data make`: when it is missing, say so. A pipe
+    (/dev/fd/N) or a ReadFile passes, as any existing path does."""
+    if isinstance(path, str | os.PathLike) and not os.path.exists(path):
+        raise UpoError(f"{path}: no such file (make it with `upo data make`)")
+
+
 def read_lines(path: str | Path | ReadFile, what: str = "items") -> list[tuple[int, str]]:
     """(line number, text) of the non-blank lines; UpoError when the file cannot be read.
 

@@ -156,7 +156,7 @@ def validate(model, tokenizer, mask_id, task, val) -> dict:
     metrics = {}
     for name in ("confidence", "random"):
         out, _, _, _ = decode_in_batches(mdm, val, make_rule(name), 64, block_size=None)
-        metrics[f"val_{name}_cell_acc"] = round(float(task.cell_acc(val, out).mean()), 4)
+        metrics[f"val_{name}_cell_acc"] = round(float(task.partial_credit(val, out).mean()), 4)
         metrics[f"val_{name}_solved"] = round(float(task.solved(val, out).mean()), 4)
     mdm._hook.remove()
     for p in model.parameters():  # HFDenoiser freezes what it wraps
@@ -185,13 +185,14 @@ def train_hf_mdm(
     cfg: HFMDMTrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
 ) -> dict:
     from ..tasks.registry import get_task
+    from ..tasks.text.sudoku_paper import Sudoku4Paper
 
     cfg.validate()
     out_dir = Path(out_dir)
     torch.set_num_threads(cfg.threads)
     model, tokenizer, mask_id = build_model(cfg)
     task = get_task(cfg.task, cfg.task_options).bind(training_view(model, tokenizer, mask_id))
-    if not hasattr(task, "filled"):
+    if not isinstance(task, Sudoku4Paper):  # the one text task with fixed answer positions
         raise UpoError(
             f"task {cfg.task}: no fixed answer positions to train on (use sudoku4-paper)"
         )

@@ -27,6 +27,7 @@ from ..errors import UpoError
 from ..models.precision import DTYPES
 from ..models.registry import tiny_dtype
 from ..models.tiny import TinyConfig, TinyMDM, masked_diffusion_loss
+from ..tasks.base import TokenTask
 from ..tasks.registry import TASK_NAMES, TEXT_TASK_NAMES, get_task
 from .run import Run
 
@@ -129,12 +130,9 @@ def load_initial_weights(model: TinyMDM, ckpt_dir: str | Path) -> str:
     return model.fingerprint()
 
 
-def answer_positions(task, length: int) -> torch.Tensor:
-    """[L] bool: the positions the task lets the MDM mask (every position when it does not say)."""
-    where = getattr(task, "answer_positions", None)
-    if where is None:
-        return torch.ones(length, dtype=torch.bool)
-    return torch.as_tensor(where, dtype=torch.bool)
+def answer_positions(task: TokenTask) -> torch.Tensor:
+    """[L] bool: the positions the task lets the MDM mask."""
+    return torch.as_tensor(task.answer_positions, dtype=torch.bool)
 
 
 def draw_mask(
@@ -187,7 +185,7 @@ def validate(model, task, val_grids, val_puzzles) -> dict:
     from ..policies.rules import make_rule
 
     model.eval()
-    maskable = answer_positions(task, val_grids.shape[1])
+    maskable = answer_positions(task)
     metrics = {
         f"val_acc@{lvl}": masked_accuracy(model, val_grids, lvl, seed=i, maskable=maskable)
         for i, lvl in enumerate((0.25, 0.5, 0.75))
@@ -239,7 +237,7 @@ def train_mdm(
     stream = task.stream(cfg.seed)
     val_grids = torch.from_numpy(task.stream(cfg.seed + 7919).batch(0, cfg.val_size))
     val_puzzles = validation_puzzles(task, cfg)
-    maskable = answer_positions(task, task.seq_len)
+    maskable = answer_positions(task)
     run.open_log()
     n_params = model.num_parameters()
     print(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..base import Batch
-from ..records import distinct, parse_lines
+from ..records import distinct, parse_lines, require_file
 from .generate import AdditionStream, assemble, digit_string, draw_item
 from .io import parse_line, write_jsonl
 from .layout import (
@@ -25,7 +26,9 @@ from .layout import (
 @dataclass
 class AdditionTask:
     spec: AdditionSpec
-    difficulty_name = "digits"
+    difficulty_name: ClassVar[str] = "digits"
+    block_length: ClassVar[int | None] = None  # any answer position may be revealed at any step
+    grid_side: ClassVar[int | None] = None  # a sequence, not a square grid
 
     @property
     def name(self) -> str:
@@ -55,6 +58,9 @@ class AdditionTask:
     def max_difficulty(self) -> int:
         return self.spec.digits
 
+    def bind(self, denoiser) -> AdditionTask:
+        return self  # the same tokens for every MDM of this layout
+
     def model_defaults(self) -> dict:
         return {
             "vocab_size": VOCAB_SIZE,
@@ -78,7 +84,7 @@ class AdditionTask:
     def solved(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
         return solved_batch(self.spec, batch.tokens, outputs)
 
-    def cell_acc(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
+    def partial_credit(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
         return cell_acc_batch(self.spec, batch.tokens, outputs)
 
     def difficulty(self, batch: Batch) -> np.ndarray:
@@ -129,6 +135,7 @@ class AdditionTask:
         return self.batch_from_digits(a, b), errors
 
     def load(self, path, skip_invalid: bool = False) -> Batch:
+        require_file(path)
         batch, errors = self.check(path, skip_invalid)
         if errors:
             print(f"{path}: skipped {len(errors)} invalid lines", file=sys.stderr)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ...errors import UpoError
 from ..base import Batch
+from .encoding import chat_text, pad_id, uses_chat
 from .task import TextTask, sudoku4_record
 
 # The paper's instruction block, word for word (its typos "raw" and "Firth" included), since the
@@ -166,9 +167,7 @@ class Sudoku4Paper(TextTask):
 
     def _padded(self, rows: list[list[int]], meta: list[dict]) -> Batch:
         longest = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        tokens = np.full((len(rows), longest), pad, dtype=np.int64)
+        tokens = np.full((len(rows), longest), pad_id(self.tokenizer), dtype=np.int64)
         attention = np.zeros((len(rows), longest), dtype=bool)
         for i, r in enumerate(rows):
             tokens[i, longest - len(r) :] = r
@@ -176,12 +175,7 @@ class Sudoku4Paper(TextTask):
         return Batch(tokens, np.full_like(tokens, -1), attention, meta)
 
     def _chat_text(self, prompt: str) -> str:
-        if self.chat and getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}]
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        return prompt
+        return chat_text(self.tokenizer, prompt) if uses_chat(self.tokenizer, self.chat) else prompt
 
     def answers(self, batch: Batch, outputs: np.ndarray) -> list[str]:
         self._need_tokenizer()

@@ -1,9 +1,10 @@
 """Text benchmarks for large MDMs: GSM8K, MATH500, Sudoku-4x4 as text, Countdown.
 
-A text task turns records into prompts, prompts into MDM inputs (through the MDM's tokenizer, so
-a task is `bind`-ed to an MDM before use) and decoded answers into rewards. `solved` is the
-verifiable correctness of each answer; `cell_acc` is the paper's partial credit where one exists
-(the fraction of blank Sudoku cells filled correctly) and equals `solved` elsewhere.
+A text task (a `upo.tasks.base.Task`) turns records into prompts, prompts into MDM inputs (through
+the MDM's tokenizer, so a task is `bind`-ed to an MDM before use) and decoded answers into
+rewards. `solved` is the verifiable correctness of each answer; `partial_credit` is the paper's
+partial credit where one exists (the fraction of blank Sudoku cells filled correctly) and equals
+`solved` elsewhere.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from ..base import Batch
 from . import countdown
 from .data import field as record_field
 from .data import read_records
+from .encoding import answer_text, encode_prompts
 from .extract import digits, gsm8k_prediction, gsm8k_reference, last_boxed
 from .mathcheck import math_equal
 
@@ -37,6 +40,8 @@ class TextTask:
     tokenizer: object = field(default=None, repr=False)
     mask_id: int = -1
     eos_ids: list[int] = field(default_factory=list)
+    # MATH500 records carry a level; the other benchmarks' items are all level 0
+    difficulty_name: ClassVar[str] = "level"
 
     def validate(self) -> None:
         if self.gen_length < 1:
@@ -58,7 +63,7 @@ class TextTask:
     # -- shared -------------------------------------------------------------------------------
     def bind(self, denoiser) -> TextTask:
         """This task speaking the tokenizer, mask token and EOS ids of `denoiser`."""
-        tokenizer = getattr(denoiser, "tokenizer", None)
+        tokenizer = denoiser.tokenizer
         if tokenizer is None:
             raise UpoError(f"{self.name}: text tasks need an MDM with a tokenizer (a HF model)")
         self.validate()
@@ -66,7 +71,7 @@ class TextTask:
             self,
             tokenizer=tokenizer,
             mask_id=denoiser.mask_id,
-            eos_ids=list(getattr(denoiser, "eos_ids", [])),
+            eos_ids=list(denoiser.eos_ids),
         )
 
     def _need_tokenizer(self) -> None:
@@ -74,8 +79,6 @@ class TextTask:
             raise UpoError(f"{self.name}: bind the task to an MDM first (task.bind(mdm))")
 
     def batch(self, items: list[dict]) -> Batch:
-        from ...text_decode import encode_prompts
-
         self._need_tokenizer()
         if not items:
             raise UpoError(f"{self.name}: no items")
@@ -101,8 +104,6 @@ class TextTask:
         return self.batch(items)
 
     def answers(self, batch: Batch, outputs: np.ndarray) -> list[str]:
-        from ...text_decode import answer_text
-
         self._need_tokenizer()
         return [
             answer_text(self.tokenizer, row[-self.gen_length :], self.eos_ids) for row in outputs
@@ -114,17 +115,11 @@ class TextTask:
     def solved(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
         return np.array([s for s, _ in self._scores(batch, outputs)], dtype=bool)
 
-    def cell_acc(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
+    def partial_credit(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
         return np.array([c for _, c in self._scores(batch, outputs)], dtype=np.float64)
 
     def difficulty(self, batch: Batch) -> np.ndarray:
         return np.array([int(m.get("level", 0) or 0) for m in batch.meta])
-
-    def evaluate(self, denoiser, batch: Batch, policy, batch_size: int = 8, k: int = 1, seed=0):
-        """Greedy-token decoding of `batch` with `policy`, scored: a PolicyResult."""
-        from ...text_decode import evaluate_text
-
-        return evaluate_text(denoiser, self, batch, policy, batch_size, k, seed)
 
 
 @dataclass

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..base import Batch
-from ..records import distinct, parse_lines
+from ..records import distinct, parse_lines, require_file
 from .generate import ZebraStream, make_puzzle
 from .io import parse_line, write_jsonl
 from .spec import ZebraSpec, answer_grids, decode_clues, encode_clues, solved_batch
@@ -17,7 +18,9 @@ from .spec import ZebraSpec, answer_grids, decode_clues, encode_clues, solved_ba
 @dataclass
 class ZebraTask:
     spec: ZebraSpec
-    difficulty_name = "clues"
+    difficulty_name: ClassVar[str] = "clues"
+    block_length: ClassVar[int | None] = None  # any answer position may be revealed at any step
+    grid_side: ClassVar[int | None] = None  # a sequence, not a square grid
 
     @property
     def name(self) -> str:
@@ -46,6 +49,9 @@ class ZebraTask:
     @property
     def max_difficulty(self) -> int:
         return self.spec.max_clues
+
+    def bind(self, denoiser) -> ZebraTask:
+        return self  # the same tokens for every MDM of this layout
 
     def model_defaults(self) -> dict:
         return {
@@ -82,7 +88,7 @@ class ZebraTask:
     def solved(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
         return solved_batch(self.spec, batch.tokens, outputs)
 
-    def cell_acc(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
+    def partial_credit(self, batch: Batch, outputs: np.ndarray) -> np.ndarray:
         """Fraction of the N x M cells equal to the (unique) solution."""
         start = self.spec.answer_start
         return (np.asarray(outputs)[:, start:] == batch.answers[:, start:]).mean(1)
@@ -135,6 +141,7 @@ class ZebraTask:
         return self.batch_from_items(items), errors
 
     def load(self, path, skip_invalid: bool = False) -> Batch:
+        require_file(path)
         items, errors = parse_lines(
             path, lambda line: parse_line(line, self.spec, False), skip_invalid, "puzzles"
         )

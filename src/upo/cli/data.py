@@ -7,12 +7,11 @@ import time
 
 import numpy as np
 
-from .errors import UpoError
+from ..errors import UpoError
+from ..tasks.sudoku.grid import SPECS
+from ..tasks.sudoku.task import DEFAULT_BLANKS
+from .common import check_seed
 
-DEFAULT_BLANKS = {"sudoku4": "8-11", "sudoku6": "18-24", "sudoku9": "50-58"}
-# Most blanks a unique puzzle can have (fewest clues known: 4, 8 and 17). Beyond this no puzzle
-# exists, so refuse at once instead of searching until the attempt limit.
-MAX_BLANKS = {"sudoku4": 12, "sudoku6": 28, "sudoku9": 64}
 # Consecutive draws without a new puzzle before `data make` gives up: far more than normal runs
 # need (about 0.3% of 9x9 draws reach 60 blanks), yet it stops an impossible request.
 MAX_ATTEMPTS = 5000
@@ -21,8 +20,8 @@ MAX_ATTEMPTS = 5000
 TEXT_PUZZLE_TASKS = {"sudoku4-paper": "sudoku4", "sudoku4-text": "sudoku4"}
 
 
-def parse_blanks(text: str, task: str) -> tuple[int, int]:
-    """'50-58' or '55' -> inclusive (lo, hi), checked against what the task allows."""
+def parse_blanks(text: str, task: str, top: int) -> tuple[int, int]:
+    """'50-58' or '55' -> inclusive (lo, hi) for a Sudoku of at most `top` blanks."""
     parts = text.strip().split("-")
     try:
         if len(parts) not in (1, 2):
@@ -30,21 +29,11 @@ def parse_blanks(text: str, task: str) -> tuple[int, int]:
         lo, hi = int(parts[0]), int(parts[-1])
     except ValueError:
         raise UpoError(f"--blanks {text!r}: expected a number or a range like 50-58") from None
-    top = MAX_BLANKS[task]
     if lo > hi:
         raise UpoError(f"--blanks {text!r}: the range is empty ({lo} > {hi})")
     if lo < 1 or hi > top:
         raise UpoError(f"--blanks {text!r}: {task} puzzles can have 1 to {top} blanks")
     return lo, hi
-
-
-def check_seed(seed: int) -> int:
-    """The seed, once numpy and torch can both take it: numpy refuses negative seeds and torch
-    those of more than 64 bits, which would fail only after the work had started."""
-    if not 0 <= seed < 2**64:
-        shown = seed if abs(seed) < 10**30 else f"{str(seed)[:20]}..."
-        raise UpoError(f"--seed {shown}: must be a whole number from 0 to 2**64 - 1")
-    return seed
 
 
 def parse_count(text: str) -> int:
@@ -75,33 +64,6 @@ def parse_levels(text: str, top: int, what: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _make_other(args, task) -> int:
-    """`data make` for tasks whose object generates, keys and writes its own items."""
-    from tqdm import tqdm
-
-    n = parse_count(args.n)
-    lo, hi = task.default_difficulty
-    levels = parse_levels(args.blanks or f"{lo}-{hi}", task.max_difficulty, task.difficulty_name)
-    if args.max_attempts < 1:
-        raise UpoError(f"--max-attempts must be at least 1, got {args.max_attempts}")
-    exclude: set[str] = set()
-    for path in args.exclude:
-        exclude.update(task.keys(task.load(path, skip_invalid=True)))
-    start = time.perf_counter()
-    with tqdm(total=n, desc=f"data make {args.task}", unit="item", file=sys.stderr) as bar:
-        batch = task.generate(n, levels, args.seed, exclude, bar.update, args.max_attempts)
-    try:
-        task.write(args.out, batch)
-    except OSError as err:
-        raise UpoError(f"{args.out}: cannot write ({err.strerror or err})") from None
-    seconds = time.perf_counter() - start
-    print(
-        f"wrote {args.out}: {n} {args.task} items, {task.describe(batch)}, {seconds:.1f}s",
-        file=sys.stderr,
-    )
-    return 0
-
-
 def _check_other(args, task, source) -> int:
     from tqdm import tqdm
 
@@ -121,8 +83,8 @@ def _check_other(args, task, source) -> int:
 
 def _task_named_in(source) -> str | None:
     """The "task" key of a JSONL file's first line, when it names a non-Sudoku task."""
-    from .tasks.records import BadLine, json_object
-    from .tasks.registry import OTHER_TASKS
+    from ..tasks.records import BadLine, json_object
+    from ..tasks.registry import OTHER_TASKS
 
     try:
         name = json_object(source.lines[0][1]).get("task")
@@ -131,47 +93,45 @@ def _task_named_in(source) -> str | None:
     return name if name in OTHER_TASKS else None
 
 
+def difficulty_range(args, task) -> tuple[int, int]:
+    """--blanks / --difficulty as an inclusive range, the task's default when not given."""
+    lo, hi = task.default_difficulty
+    text = args.blanks or f"{lo}-{hi}"
+    if args.task in SPECS:  # Sudoku's own wording: its users think in blanks
+        return parse_blanks(text, args.task, task.max_difficulty)
+    return parse_levels(text, task.max_difficulty, task.difficulty_name)
+
+
 def cmd_data_make(args) -> int:
+    """Every token task generates, keys and writes its own items (upo.tasks.base.TokenTask)."""
     from tqdm import tqdm
 
-    from .io_utils import check_file_target
-    from .tasks.registry import OTHER_TASKS, get_task
+    from ..io_utils import check_file_target
+    from ..tasks.registry import get_task
 
     check_seed(args.seed)
     check_file_target(args.out)  # a directory, FIFO or device is refused before any work
-    if args.task in OTHER_TASKS:
-        return _make_other(args, get_task(args.task))
-
-    from .tasks.sudoku.generate import generate_puzzles
-    from .tasks.sudoku.grid import SPECS, decode
-    from .tasks.sudoku.io import load_puzzles, write_jsonl
-
-    spec = SPECS[args.task]
+    task = get_task(args.task)
     n = parse_count(args.n)
-    blanks = parse_blanks(args.blanks or DEFAULT_BLANKS[args.task], args.task)
+    levels = difficulty_range(args, task)
     if args.max_attempts < 1:
         raise UpoError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    sudoku = args.task in SPECS
     exclude: set[str] = set()
     for path in args.exclude:
-        exclude.update(decode(p) for p in load_puzzles(path, spec).puzzles)
-
+        # A bad line in a Sudoku file to exclude is an error; the other tasks skip it.
+        exclude.update(task.keys(task.load(path, skip_invalid=not sudoku)))
+    noun = "puzzle" if sudoku else "item"
     start = time.perf_counter()
-    puzzles, solutions = [], []
-    with tqdm(total=n, desc=f"data make {args.task}", unit="puzzle", file=sys.stderr) as bar:
-        made = generate_puzzles(
-            spec, n, blanks, args.seed, exclude, progress=bar.update, max_attempts=args.max_attempts
-        )
-        for puzzle, solution in made:
-            puzzles.append(puzzle)
-            solutions.append(solution)
+    with tqdm(total=n, desc=f"data make {args.task}", unit=noun, file=sys.stderr) as bar:
+        batch = task.generate(n, levels, args.seed, exclude, bar.update, args.max_attempts)
     try:
-        write_jsonl(args.out, np.stack(puzzles), np.stack(solutions))
+        task.write(args.out, batch)
     except OSError as err:
         raise UpoError(f"{args.out}: cannot write ({err.strerror or err})") from None
     seconds = time.perf_counter() - start
-    counts = (np.stack(puzzles) == 0).sum(1)
     print(
-        f"wrote {args.out}: {n} {args.task} puzzles, {_blank_stats(counts)}, {seconds:.1f}s",
+        f"wrote {args.out}: {n} {args.task} {noun}s, {task.describe(batch)}, {seconds:.1f}s",
         file=sys.stderr,
     )
     return 0
@@ -192,12 +152,12 @@ def _several_solutions_note(data) -> str:
 def cmd_data_check(args) -> int:
     from tqdm import tqdm
 
-    from .tasks.registry import OTHER_TASKS, TASK_NAMES, TEXT_TASK_NAMES, get_task
+    from ..tasks.registry import OTHER_TASKS, TASK_NAMES, TEXT_TASK_NAMES, get_task
 
     if args.task in TEXT_TASK_NAMES and args.task not in TEXT_PUZZLE_TASKS:
         checked = ", ".join([*TASK_NAMES, *TEXT_PUZZLE_TASKS])
         raise UpoError(f"data check does not validate {args.task} files; it checks {checked}")
-    from .tasks.records import read_once
+    from ..tasks.records import read_once
 
     other = args.task if args.task in OTHER_TASKS else None
     source = args.file
@@ -208,9 +168,10 @@ def cmd_data_check(args) -> int:
     if other is not None:
         return _check_other(args, get_task(other), source)
 
-    from .tasks.sudoku.grid import SPECS
-    from .tasks.sudoku.io import load_puzzles
+    from ..tasks.sudoku.io import load_puzzles
 
+    # Sudoku files are checked by the loader itself: without --task it finds the grid size from
+    # the first puzzle, and for the 4x4 text tasks it accepts puzzles with several solutions.
     text_task = args.task in TEXT_PUZZLE_TASKS
     grid = TEXT_PUZZLE_TASKS.get(args.task, args.task)
     spec = SPECS[grid] if grid else None
@@ -241,7 +202,7 @@ def cmd_data_check(args) -> int:
 
 
 def register(sub) -> None:
-    from .tasks.registry import TASK_NAMES, TEXT_TASK_NAMES
+    from ..tasks.registry import TASK_NAMES, TEXT_TASK_NAMES
 
     tasks = TASK_NAMES
     data = sub.add_parser("data", help="generate and check puzzle files")
@@ -262,7 +223,7 @@ def register(sub) -> None:
         "--difficulty",
         dest="blanks",
         help="blanks per puzzle, a range A-B (drawn uniformly) or one number; default "
-        + ", ".join(f"{t} {b}" for t, b in DEFAULT_BLANKS.items())
+        + ", ".join(f"{t} {lo}-{hi}" for t, (lo, hi) in DEFAULT_BLANKS.items())
         + " (9x9 above 58 blanks is slow: few grids reach it); for addition the digits of the "
         "longer operand (default 1-16)",
     )

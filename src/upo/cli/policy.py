@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from .errors import UpoError
+from ..errors import UpoError
+from .common import command_line
 
 
 def cmd_pretrain(args) -> int:
-    from .cli import _command_line
-    from .config import from_dict, load_yaml
-    from .rl.pretrain import PretrainConfig, pretrain_policy
+    from ..config import from_dict, load_yaml
+    from ..rl.pretrain import PretrainConfig, pretrain_policy
 
     data = load_yaml(args.config)
     data.update(
@@ -18,7 +18,7 @@ def cmd_pretrain(args) -> int:
     )
     with_mdm_dtype(data, args.dtype)
     cfg = from_dict(PretrainConfig, data, str(args.config))
-    meta = pretrain_policy(cfg, args.out, resume=args.resume, command=_command_line())
+    meta = pretrain_policy(cfg, args.out, resume=args.resume, command=command_line())
     print(
         f"wrote {args.out}: held-out agreement with {meta['pretrained_on']} {meta['held_out_agreement']:.3f}"
     )
@@ -33,9 +33,8 @@ def with_mdm_dtype(data: dict, dtype: str | None) -> None:
 
 
 def cmd_train(args) -> int:
-    from .cli import _command_line
-    from .config import from_dict, load_yaml
-    from .rl.grpo import UPOConfig, train_upo
+    from ..config import from_dict, load_yaml
+    from ..rl.grpo import UPOConfig, train_upo
 
     overrides = {
         "reference": args.reference,
@@ -56,7 +55,7 @@ def cmd_train(args) -> int:
     with_mdm_dtype(data, args.dtype)
     cfg = from_dict(UPOConfig, data, str(args.config))
     meta = train_upo(
-        cfg, args.out, resume=args.resume, command=_command_line(), report_to=args.report_to
+        cfg, args.out, resume=args.resume, command=command_line(), report_to=args.report_to
     )
     print(
         f"wrote {args.out}: {meta.get('steps')} steps, validation {meta.get('validation')}",
