@@ -222,4 +222,4 @@ def test_decoding_fills_only_the_blanks_one_per_step(mdm):
     assert np.array_equal(one_by_one.outputs, batched.outputs)
     assert np.array_equal(one_by_one.order, batched.order)
     assert one_by_one.solve_rate == batched.solve_rate
-    assert one_by_one.cell_acc == batched.cell_acc
+    assert one_by_one.partial_credit == batched.partial_credit

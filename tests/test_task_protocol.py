@@ -52,6 +52,10 @@ def test_token_tasks_describe_their_layout(name):
         task.mask_id,
         task.seq_len,
     )
+    if name.startswith("zebra"):
+        # a Zebra stream's first batch solves its base puzzles (tens of seconds); test_zebra.py
+        # covers it with a small base
+        return
     items = task.stream(0).batch(0, 2)
     assert items.shape == (2, task.seq_len) and not (items == task.mask_id).any()
     np.testing.assert_array_equal(items, task.stream(0).batch(0, 2))  # resumable

@@ -33,7 +33,7 @@ class PolicyResult:
     policy: str
     solve_rate: float
     solve_ci95: tuple[float, float]
-    cell_acc: float  # mean task.partial_credit; the JSON field keeps the name DESIGN.md fixes
+    partial_credit: float  # mean task.partial_credit; JSON calls it cell_acc (DESIGN.md fixes it)
     nfe: float
     seconds: float
     items_per_s: float
@@ -50,7 +50,7 @@ class PolicyResult:
             "policy": self.policy,
             "solve_rate": round(self.solve_rate, 4),
             "solve_ci95": [round(self.solve_ci95[0], 4), round(self.solve_ci95[1], 4)],
-            "cell_acc": round(self.cell_acc, 4),
+            "cell_acc": round(self.partial_credit, 4),
             "nfe": round(self.nfe, 2),
             "seconds": round(self.seconds, 2),
             "items_per_s": round(self.items_per_s, 2),
@@ -206,7 +206,7 @@ def policy_result(name: str, solved, credit, outputs, order, nfe, seconds: float
         policy=name,
         solve_rate=float(solved.mean()) if n else 0.0,
         solve_ci95=wilson_interval(float(solved.sum()), n),
-        cell_acc=float(credit.mean()) if n else 0.0,
+        partial_credit=float(credit.mean()) if n else 0.0,
         nfe=float(nfe.mean()) if n else 0.0,
         seconds=seconds,
         items_per_s=n / max(seconds, 1e-9),
@@ -227,7 +227,7 @@ def markdown_table(results: list[PolicyResult]) -> str:
         lo, hi = r.solve_ci95
         row = (
             f"| {r.policy} | {100 * r.solve_rate:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | "
-            f"{100 * r.cell_acc:.1f}% | {r.nfe:.1f} | {r.items_per_s:.1f} |"
+            f"{100 * r.partial_credit:.1f}% | {r.nfe:.1f} | {r.items_per_s:.1f} |"
         )
         if has_pass and r.pass_at:
             row += f" {100 * r.pass_at[-1]:.1f}% | {100 * r.likeliest_solved.mean():.1f}% |"

@@ -84,7 +84,7 @@ class EvalInputs:
 def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
     batch = task.load(path, skip_invalid=skip_invalid)
     if len(batch) == 0:
-        raise UpoError(f"{path}: no puzzles to evaluate")
+        raise UpoError(f"{path}: no items to evaluate")
     if n is not None:
         if n < 1:
             raise UpoError(f"--n must be at least 1, got {n}")
@@ -320,7 +320,7 @@ def draw_figures(folder: str, task, batch: Batch, results: list, item: int) -> N
     from ..plots import fill_orders, solve_rate_bars, solve_rate_by_difficulty
 
     out = Path(folder)
-    solve_rate_bars(results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out puzzles")
+    solve_rate_bars(results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out items")
     solve_rate_by_difficulty(results, task.difficulty(batch), out / "solve_rate_by_blanks.png")
     if task.grid_side is not None:  # the fill-order panels draw grids
         fill_orders(results, item, task.grid_side, out / "fill_order.png")

@@ -384,7 +384,7 @@ def train_upo(
     for round_ in bar:  # run.step and "step" in the log count rollout rounds
         batch, traj, states, t_rollout = rollout(s, cfg, round_)
         outputs = traj.tokens.cpu().numpy()
-        reward_of = task.partial_credit if cfg.reward == "cell_acc" else task.solved
+        reward_of = task.solved if cfg.reward == "solved" else task.partial_credit
         rewards = torch.from_numpy(reward_of(batch, outputs)).float()
         adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
         first_opt = cfg.optimizer_steps_before(round_)
@@ -421,7 +421,7 @@ def train_upo(
             res = evaluate_policy(mdm, task, s.val, LearnedPolicy(net, mdm.mask_id, greedy=True))
             meta["validation"] = {
                 "val_solve_rate": res.solve_rate,
-                "val_cell_acc": res.cell_acc,
+                "val_cell_acc": res.partial_credit,
                 "val_confidence_solve_rate": baseline,
             }
             record.update(meta["validation"])

@@ -16,7 +16,7 @@ class UPOConfig:
     task: str = "sudoku9"
     mdm: str = "checkpoints/sudoku9-mdm"
     train_data: str = "data/sudoku9-train.jsonl"
-    val_data: str | None = None  # held-out puzzles for periodic evaluation (never the test set)
+    val_data: str | None = None  # held-out items for periodic evaluation (never the test set)
     val_n: int = 200
     policy: dict = field(
         default_factory=dict
@@ -38,7 +38,9 @@ class UPOConfig:
     inner_steps: int = 4  # mu: optimiser steps per rollout batch, on cached features [16]
     clip_eps: float = 0.5  # epsilon of the clipped ratio [0.5]
     temperature: float = 1.0  # position sampling temperature during rollouts [0.8]
-    reward: str = "cell_acc"  # "cell_acc" (paper's Sudoku reward) or "solved"
+    # "cell_acc": the task's partial credit (for grids the fraction of blanks right, the paper's
+    # Sudoku reward; "partial_credit" is the same), or "solved" (1 for a fully right item)
+    reward: str = "cell_acc"
     scale_rewards: bool = False  # divide advantages by the group std
     # How a trajectory's per-step terms add up: "sum" (the paper's code) or "mean" (divided by
     # the trajectory's step count). Both the policy-gradient term and the regulariser follow it
@@ -75,8 +77,10 @@ class UPOConfig:
             raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
         if self.init == "pretrained" and not self.pretrained:
             raise ValueError("init 'pretrained' needs `pretrained:` (a policy checkpoint)")
-        if self.reward not in ("cell_acc", "solved"):
-            raise ValueError(f"reward must be 'cell_acc' or 'solved', got {self.reward!r}")
+        if self.reward not in ("cell_acc", "partial_credit", "solved"):
+            raise ValueError(
+                f"reward must be 'cell_acc' (or 'partial_credit') or 'solved', got {self.reward!r}"
+            )
         if self.step_aggregation not in ("mean", "sum"):
             raise ValueError("step_aggregation must be 'mean' or 'sum'")
         if self.group_size < 2:

@@ -1,11 +1,11 @@
 """`upo policy pretrain`: imitation of the reference rule before RL.
 
-Decode training puzzles with the reference, record every visited state, and fit the policy with
+Decode training items with the reference, record every visited state, and fit the policy with
 cross-entropy towards the reference's distribution over positions (one-hot for deterministic rules,
 i.e. "the reference's choice"; the full softmax for softmax references). Top-1 agreement with the
-reference is reported on states from held-out puzzles.
+reference is reported on states from held-out items.
 
-`target: correct` is the other objective: the answers of the training puzzles say, at every visited
+`target: correct` is the other objective: the answers of the training items say, at every visited
 state, at which positions the MDM's argmax token is right, and the policy is fitted to put its mass
 on those (-log of the probability of choosing any right position). Greedy decoding fails exactly
 when it picks a position whose token is wrong, so this teaches the policy where the MDM's own
@@ -62,7 +62,7 @@ class PretrainConfig:
     reference: str = "confidence"
     # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
     # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
-    # A list aggregates: each entry decodes the same puzzles and all their states are kept (DAgger
+    # A list aggregates: each entry decodes the same items and all their states are kept (DAgger
     # with aggregation: list the previous rounds' policies). Kept in the product though only the
     # research runs use lists so far: imitation on the learner's own states is the standard cure
     # for compounding errors, for any task and reference.
@@ -77,7 +77,7 @@ class PretrainConfig:
     # the same question, for tasks where informative states are rare
     pointwise_weight: float = 0.0
     policy: dict = field(default_factory=dict)  # PolicyConfig fields (feature_dim from the MDM)
-    n_puzzles: int = 400
+    n_puzzles: int = 400  # training items (the name predates the other tasks)
     held_out: int = 100
     epochs: int = 3
     batch_states: int = 256
@@ -120,7 +120,7 @@ def visit_states(
 ) -> States:
     """States visited while `decode_rule` decodes `tokens`. With `certain_above` (the policy's
     gate) only the decisions are kept: at a gated state the network is never asked. With
-    `store_prefix`, each chunk of 128 puzzles is kept in STORE_PREFIX-cNNNN.safetensors and taken
+    `store_prefix`, each chunk of 128 items is kept in STORE_PREFIX-cNNNN.safetensors and taken
     from there when a resumed run finds it."""
     gen = torch.Generator().manual_seed(seed)
     parts = []
@@ -293,7 +293,7 @@ def pretrain_policy(
     data = task.load(cfg.train_data)
     if len(data) < cfg.n_puzzles + cfg.held_out:
         raise UpoError(
-            f"{cfg.train_data}: has {len(data)} puzzles, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}"
+            f"{cfg.train_data}: has {len(data)} items, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}"
         )
     reference = resolve_policy(cfg.reference, mdm)
     # rules are stateless, so the reference itself can visit the states
