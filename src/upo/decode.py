@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .models.denoiser import Denoiser
 from .policies.base import Choice, Policy, StepState
 
 
@@ -63,7 +64,7 @@ def fill_tokens(logits: torch.Tensor, temperature: float, generator) -> torch.Te
 
 @torch.no_grad()
 def unmask(
-    denoiser,
+    denoiser: Denoiser,
     tokens: torch.Tensor,
     policy: Policy,
     attention_mask: torch.Tensor | None = None,

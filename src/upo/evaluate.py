@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .decode import unmask
+from .models.denoiser import Denoiser
 from .policies.base import Policy
 from .tasks.base import Batch, Task
 
@@ -69,7 +70,7 @@ class PolicyResult:
 
 
 def decode_in_batches(
-    mdm,
+    mdm: Denoiser,
     batch: Batch,
     policy: Policy,
     batch_size: int,
@@ -124,7 +125,7 @@ def decode_in_batches(
     return tuple(np.concatenate(x) for x in (outs, orders, nfes, logliks))
 
 
-def padding_safe_batch_size(mdm, batch_size: int) -> int:
+def padding_safe_batch_size(mdm: Denoiser, batch_size: int) -> int:
     """`batch_size`, or 1 for a model whose logits change under left padding (an HF model whose
     padding probe failed, see models/hf.py) unless its user allowed unpadded batching."""
     if mdm.pads_batches:
@@ -148,7 +149,7 @@ def pass_at_curve(solved: np.ndarray) -> list[float]:
 
 
 def evaluate_policy(
-    mdm,
+    mdm: Denoiser,
     task: Task,
     batch: Batch,
     policy: Policy,

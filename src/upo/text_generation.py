@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import UpoError
 from .evaluate import decode_in_batches
+from .models.denoiser import Denoiser
 from .policies.base import Policy
 from .tasks.base import Batch
 from .tasks.text.encoding import answer_text, encode_prompts
@@ -36,7 +37,7 @@ def steps_to_k(gen_length: int, steps: int | None, k: int, block_length: int | N
 
 
 def generate(
-    denoiser,
+    denoiser: Denoiser,
     prompts: list[str],
     policy: Policy,
     gen_length: int = 128,
@@ -59,7 +60,7 @@ def generate(
 
 
 def generate_tokens(
-    denoiser,
+    denoiser: Denoiser,
     prompts: list[str],
     policy: Policy,
     gen_length: int = 128,

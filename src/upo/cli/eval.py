@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import UpoError
-from ..tasks.base import Batch, Task
+from ..tasks.base import Batch, Task, TokenTask
 
 if TYPE_CHECKING:
     from ..models.denoiser import Denoiser
@@ -92,7 +92,7 @@ def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
     return batch
 
 
-def check_mdm_fits(mdm, task, mdm_path: str) -> None:
+def check_mdm_fits(mdm: Denoiser, task: TokenTask, mdm_path: str) -> None:
     if mdm.vocab_size != task.vocab_size or mdm.cfg.seq_len != task.seq_len:
         raise UpoError(
             f"{mdm_path}: MDM has vocabulary {mdm.vocab_size} and length {mdm.cfg.seq_len}, "

@@ -18,6 +18,7 @@ from torch import nn
 from ..checkpoint import check_weights_fit, checkpoint_json, load_weights, save_checkpoint
 from ..config import from_dict, to_dict
 from ..errors import UpoError
+from ..models.denoiser import Denoiser
 from ..nn import attention, fused_attention
 from .base import NEG_INF, Policy, StepState, masked_log_softmax, top_by_score
 from .rules import confidence
@@ -279,7 +280,7 @@ def is_policy_checkpoint(path) -> bool:
         return False
 
 
-def load_policy(path, mdm=None) -> PolicyNet:
+def load_policy(path, mdm: Denoiser | None = None) -> PolicyNet:
     """Load a policy checkpoint; with `mdm`, refuse one trained on a different MDM."""
     path = Path(path)
     if not path.is_dir():

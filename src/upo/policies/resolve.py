@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UpoError
+from ..models.denoiser import Denoiser
 from .base import Policy
 from .learned import LearnedPolicy, is_policy_checkpoint, load_policy
 from .lookahead import parse_lookahead
 from .rules import RULE_NAMES, make_rule
 
 
-def resolve_policy(name: str, mdm) -> Policy:
+def resolve_policy(name: str, mdm: Denoiser) -> Policy:
     """A rule name, a policy checkpoint directory (greedy: the highest score), DIR@T: the
     checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`, or the
     trial-decode search `lookahead:K[:GATE[:DEPTH]]` (it needs the MDM, so it is not a plain

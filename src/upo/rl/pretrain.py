@@ -33,6 +33,7 @@ from ..checkpoint import (
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
 from ..io_utils import file_digest, read_json, write_json
+from ..models.denoiser import Denoiser
 from ..models.registry import check_mdm_task, is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
 from ..policies.learned import (
@@ -108,7 +109,7 @@ def informative(states: States) -> torch.Tensor:
 
 
 def visit_states(
-    mdm,
+    mdm: Denoiser,
     tokens: np.ndarray,
     decode_rule,
     reference,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..decode import Trajectory, unmask
+from ..models.denoiser import Denoiser
 from ..policies.base import Policy, StepState, top_by_score
 from ..policies.learned import PolicyInputs, inputs_from_state
 from ..policies.rules import confidence
@@ -89,7 +90,7 @@ def reference_view(reference: Policy | None, state: StepState, allowed: torch.Te
 
 @torch.no_grad()
 def collect(
-    mdm,
+    mdm: Denoiser,
     tokens: torch.Tensor,
     sampler: Policy,
     reference: Policy | None,
