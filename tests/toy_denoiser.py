@@ -10,6 +10,8 @@ position order from them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 READY_LOGIT = 1.0  # the right symbol, modestly preferred (confidence ~0.58 with 3 symbols)
@@ -60,6 +62,61 @@ class ChainDenoiser:
 
     def all_masked(self, n: int) -> torch.Tensor:
         return torch.full((n, self.seq_len), self.mask_id, dtype=torch.long)
+
+    def reward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Fraction of positions right, per item."""
+        return (tokens == self.target).float().mean(1)
+
+
+class ConflictDenoiser:
+    """A toy frozen MDM on which filling two positions together is wrong.
+
+    Positions come in pairs (a, b); the answer is 1 at every a and 2 at every b (mask 0). The
+    model predicts 1 at every a, and at b it predicts 2 once its a is revealed but 1 (wrong, just
+    as confidently) while its a is still masked: the two look alike until one is filled, as two
+    cells of one Sudoku row that both seem to want the same digit. Every prediction has
+    confidence 0.95, so threshold:0.9 fills the whole sequence in one step and gets every b
+    wrong; filling the a's first, then the b's, gets everything right in two steps. Features say
+    whether a position is a b and whether its a is still masked.
+    """
+
+    device = torch.device("cpu")
+    pads_batches = True
+    dtype_used = "float32"
+    dtype_note = ""
+    softmax_dtype = None
+    topk_ties = False
+    tokenizer = None
+    eos_ids: list[int] = []  # noqa: RUF012
+    seq_len = None
+    mask_id = 0
+    vocab_size = 3
+    feature_dim = 3
+    CONFIDENT = math.log(0.95 / 0.05)  # logit gap for probability 0.95 over the other symbol
+
+    def __init__(self, n_pairs: int = 3):
+        self.n_pairs = n_pairs
+        self.length = 2 * n_pairs
+        self.target = torch.tensor([1, 2] * n_pairs)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        b, l = tokens.shape
+        masked = tokens == self.mask_id
+        is_b = (torch.arange(l) % 2 == 1).expand(b, l)
+        partner_masked = torch.zeros_like(masked)
+        partner_masked[:, 1::2] = masked[:, 0::2]
+        predicted = torch.where(is_b & ~partner_masked, 2, 1)
+        logits = torch.zeros(b, l, self.vocab_size)
+        logits.scatter_(2, predicted[..., None], self.CONFIDENT)
+        logits[..., self.mask_id] = float("-inf")
+        features = torch.stack([is_b, partner_masked, masked], dim=-1).float()
+        return logits, features
+
+    def fingerprint(self) -> str:
+        return f"conflict-{self.n_pairs}"
+
+    def all_masked(self, n: int) -> torch.Tensor:
+        return torch.full((n, self.length), self.mask_id, dtype=torch.long)
 
     def reward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Fraction of positions right, per item."""

@@ -20,8 +20,9 @@ from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..models.denoiser import Denoiser
 from ..nn import attention, fused_attention
-from .base import NEG_INF, Policy, StepState, masked_log_softmax, top_by_score
+from .base import NEG_INF, Choice, Policy, StepState, masked_log_softmax, top_by_score
 from .rules import confidence
+from .sets import greedy_set, sample_set, set_log_prob
 
 TOP_PROBS = 8
 
@@ -51,6 +52,13 @@ class PolicyConfig:
     # network (and GRPO's reward signal) to the few states where the choice can matter, and saves
     # the policy's forward at most steps. None: off.
     certain_above: float | None = None
+    # Fill a set of positions per step (upo.policies.sets): a first position from the scores, and
+    # each other allowed position kept with probability sigmoid(keep score). The keep score is a
+    # second head plus keep_gain * (top-1 probability - keep_above), its head starting at zero, so
+    # the untrained greedy policy keeps exactly the positions above keep_above: threshold:P with
+    # P = keep_above. None: one position per step (k of them with --k).
+    keep_above: float | None = None
+    keep_gain: float = 20.0  # initial slope of the keep score in the confidence; learned
 
     def validate(self) -> None:
         if self.feature_dim < 1 or self.width < 1 or self.mlp_hidden < 1:
@@ -61,6 +69,16 @@ class PolicyConfig:
             raise ValueError("restrict_topk must be at least 1")
         if self.certain_above is not None and not 0.0 < self.certain_above < 1.0:
             raise ValueError(f"certain_above must be in (0, 1), got {self.certain_above}")
+        if self.keep_above is not None:
+            if not 0.0 < self.keep_above < 1.0:
+                raise ValueError(f"keep_above must be in (0, 1), got {self.keep_above}")
+            if self.certain_above is not None:
+                raise ValueError(
+                    "keep_above and certain_above do not combine (the gate would "
+                    "leave one position to keep)"
+                )
+            if not self.keep_gain > 0:
+                raise ValueError(f"keep_gain must be positive, got {self.keep_gain}")
         if self.board_vocab is not None and self.board_vocab < 2:
             raise ValueError("board_vocab must be the MDM's vocabulary size (at least 2)")
 
@@ -170,13 +188,31 @@ class PolicyNet(nn.Module):
             self.skip = nn.Parameter(torch.tensor(float(cfg.confidence_skip)))
             nn.init.zeros_(self.mlp[-1].weight)
             nn.init.zeros_(self.mlp[-1].bias)
+        if cfg.keep_above is not None:
+            self.keep_mlp = nn.Sequential(
+                nn.Linear(cfg.width + extra, cfg.mlp_hidden),
+                nn.GELU(),
+                nn.Linear(cfg.mlp_hidden, 1),
+            )
+            nn.init.zeros_(self.keep_mlp[-1].weight)
+            nn.init.zeros_(self.keep_mlp[-1].bias)
+            self.keep_gain = nn.Parameter(torch.tensor(float(cfg.keep_gain)))
+
+    @property
+    def chooses_sets(self) -> bool:
+        return self.cfg.keep_above is not None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, inp: PolicyInputs) -> torch.Tensor:
-        """Scores [N, L] (float32), before masking and temperature. Linear layers run under bf16
-        autocast on CPU (2-3x faster here); attention and the final scores stay float32."""
+        """Scores [N, L] (float32), before masking and temperature."""
+        return self.heads(inp)[0]
+
+    def heads(self, inp: PolicyInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scores [N, L], keep logits [N, L] or None for a one-position policy), float32, before
+        masking and temperature. Linear layers run under bf16 autocast on CPU (2-3x faster here);
+        attention and the final scores stay float32."""
         dev = inp.features.device.type
         with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=self.bf16):
             feats = inp.features
@@ -199,14 +235,27 @@ class PolicyNet(nn.Module):
             flags = torch.stack([inp.masked, inp.block], dim=-1).to(x.dtype)
             z = torch.cat([self.norm3(x).to(x.dtype), inp.top_probs.to(x.dtype), flags], dim=-1)
             scores = self.mlp(z).squeeze(-1)
+            keep = self.keep_mlp(z).squeeze(-1) if self.chooses_sets else None
         scores = scores.float()
+        top1 = inp.top_probs[..., 0].float()
         if self.cfg.confidence_skip is not None:
-            scores = scores + self.skip * inp.top_probs[..., 0].float()
-        return scores
+            scores = scores + self.skip * top1
+        if keep is not None:
+            keep = keep.float() + self.keep_gain * (top1 - self.cfg.keep_above)
+        return scores, keep
 
     def log_probs(self, inp: PolicyInputs, temperature: float = 1.0) -> torch.Tensor:
-        """log g_phi over positions at `temperature` [N, L]; -inf outside `allowed`."""
+        """log g_phi over positions at `temperature` [N, L]; -inf outside `allowed`. For a set
+        policy: the distribution of the first position."""
         return masked_log_softmax(self.forward(inp) / temperature, inp.allowed)
+
+    def set_log_probs(
+        self, inp: PolicyInputs, chosen: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """[N] exact log-probability of the sets `chosen` [N, L] at `temperature` (set policies)."""
+        scores, keep = self.heads(inp)
+        first = masked_log_softmax(scores / temperature, inp.allowed)
+        return set_log_prob(first, keep / temperature, chosen, inp.allowed)
 
 
 class LearnedPolicy(Policy):
@@ -244,6 +293,20 @@ class LearnedPolicy(Policy):
     @torch.no_grad()
     def log_probs(self, state):
         return self.net.log_probs(self.inputs(state), self.temperature)
+
+    @torch.no_grad()
+    def select(self, state: StepState, k: int, generator=None) -> Choice:
+        if not self.net.chooses_sets:
+            return super().select(state, k, generator)
+        # a set policy decides how many positions itself: k does not apply
+        inp = self.inputs(state)
+        scores, keep = self.net.heads(inp)
+        if self.deterministic:
+            chosen = greedy_set(scores.masked_fill(~inp.allowed, NEG_INF), keep, inp.allowed)
+            return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
+        first = masked_log_softmax(scores / self.temperature, inp.allowed)
+        chosen = sample_set(first, keep / self.temperature, inp.allowed, generator)
+        return Choice(chosen, set_log_prob(first, keep / self.temperature, chosen, inp.allowed))
 
 
 def policy_checkpoint_config(

@@ -1,8 +1,9 @@
 """Hand-written unmasking rules. Each has a score over positions, a candidate set and an exact
 log-probability, so any of them can serve as the reference policy of UPO.
 
-Deterministic rules (confidence, margin, entropy, left-to-right, threshold) put all their mass on
-the best-scoring candidate; ties go to the lowest position index.
+Deterministic rules (confidence, margin, entropy, left-to-right, threshold, eb) put all their mass
+on the best-scoring candidate; ties go to the lowest position index. threshold and eb choose several
+positions per step by themselves (the parallel rules); the others take the k best.
 """
 
 from __future__ import annotations
@@ -156,6 +157,38 @@ class Threshold(Policy):
         return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
 
 
+class EntropyBound(Policy):
+    """EB-Sampler style parallel rule: the most confident candidates, taken in order of confidence
+    while their summed token entropy (nats) stays within `bound`, and at least the most confident
+    one, per step. A small bound fills one position at a time where the MDM hesitates and many
+    where it is sure. Ignores k."""
+
+    deterministic = True
+
+    def __init__(self, bound: float):
+        if not bound >= 0:
+            raise ValueError(f"the entropy bound must be >= 0, got {bound}")
+        self.bound = bound
+        self.name = f"eb:{bound:g}"
+
+    def greedy_scores(self, state):
+        return confidence(state)
+
+    def log_probs(self, state):
+        return one_hot_log_probs(confidence(state), state.candidates)
+
+    def select(self, state, k, generator=None):
+        conf = confidence(state).masked_fill(~state.candidates, NEG_INF)
+        order = torch.sort(conf, dim=-1, descending=True, stable=True).indices
+        entropy = -neg_entropy(state).gather(1, order)
+        allowed = state.candidates.gather(1, order)
+        within = torch.cumsum(entropy.masked_fill(~allowed, 0.0), dim=1) <= self.bound
+        within[:, 0] = True  # at least the most confident candidate
+        chosen = torch.zeros_like(state.candidates)
+        chosen.scatter_(1, order, within & allowed)
+        return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
+
+
 RULE_NAMES = [
     "random",
     "confidence",
@@ -166,6 +199,7 @@ RULE_NAMES = [
     "softmax:TAU",
     "softmax-vocab:TAU",
     "threshold:P",
+    "eb:GAMMA",
 ]
 
 
@@ -192,6 +226,8 @@ def make_rule(name: str) -> Policy:
             return SoftmaxVocab(float(arg) if arg else 0.05)
         if base == "threshold":
             return Threshold(float(arg) if arg else 0.9)
+        if base == "eb":
+            return EntropyBound(float(arg) if arg else 0.1)
     except ValueError as err:
         raise ValueError(f"bad policy {name!r}: {err}") from None
     raise ValueError(f"unknown policy {name!r}")

@@ -35,6 +35,7 @@ from ..errors import UpoError
 from ..evaluate import evaluate_policy
 from ..models.denoiser import Denoiser
 from ..models.registry import check_mdm_task, load_mdm
+from ..policies.base import NEG_INF, masked_log_softmax
 from ..policies.learned import (
     LearnedPolicy,
     PolicyConfig,
@@ -45,6 +46,7 @@ from ..policies.learned import (
     policy_checkpoint_config,
 )
 from ..policies.rules import make_rule
+from ..policies.sets import greedy_set, set_log_prob
 from ..tasks.base import Batch
 from ..tasks.registry import get_task
 from ..training.distributed import Distributed, check_prompt_split
@@ -116,9 +118,34 @@ def step_weights(item: torch.Tensor, n_items: int, aggregation: str) -> torch.Te
     return torch.full((len(item),), 1.0 / n_items, device=item.device)
 
 
+def chunk_log_probs(
+    net: PolicyNet, s: States, temperature: float, ref: Reference
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One forward pass over a chunk of states: (first-position log-probs [N, L], log-prob of what
+    was done [N], -log-prob of the reference's choice [N] when it regularises by cross-entropy,
+    [N] whether the greedy policy does what the reference does). A set policy's log-probs are
+    of the whole set filled (upo.policies.sets)."""
+    inp = inputs_on(net, s.inputs)
+    ce = ref.regulariser == "ce"
+    if s.chosen_set is None:
+        logp_all = net.log_probs(inp, temperature)
+        new = logp_all.gather(1, s.action[:, None]).squeeze(1)
+        ref_nll = -logp_all.gather(1, s.ref_choice[:, None]).squeeze(1) if ce else None
+        agree = logp_all.argmax(1) == s.ref_choice
+        return logp_all, new, ref_nll, agree
+    scores, keep = net.heads(inp)
+    logp_all = masked_log_softmax(scores / temperature, inp.allowed)
+    keep = keep / temperature
+    new = set_log_prob(logp_all, keep, s.chosen_set, inp.allowed)
+    ref_nll = -set_log_prob(logp_all, keep, s.ref_set, inp.allowed) if ce else None
+    greedy = greedy_set(scores.masked_fill(~inp.allowed, NEG_INF), keep, inp.allowed)
+    agree = (greedy == s.ref_set).all(1) if s.ref_set is not None else torch.zeros_like(new) > 0
+    return logp_all, new, ref_nll, agree
+
+
 def chunk_objective(
     s: States,
-    logp_all: torch.Tensor,
+    ref_nll: torch.Tensor | None,
     new: torch.Tensor,
     old: torch.Tensor,
     ratio: torch.Tensor,
@@ -130,7 +157,7 @@ def chunk_objective(
 ) -> tuple[torch.Tensor, float]:
     """The loss of one chunk of whole trajectories, and its regulariser's value: the clipped
     ratio objective per unmasking step, plus beta times the regulariser (cross-entropy to a
-    one-hot reference's choice, or the KL estimator to a stochastic reference)."""
+    one-hot reference's choice or set, or the KL estimator to a stochastic reference)."""
     n_items = len(adv)
     a = adv[s.item]
     surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
@@ -139,9 +166,8 @@ def chunk_objective(
     if cfg.beta == 0:
         return loss, reg
     if ref.regulariser == "ce":
-        ce = -logp_all.gather(1, s.ref_choice[:, None]).squeeze(1)
-        loss = loss + cfg.beta * (ce * weight).sum()
-        reg = float((ce.detach() * weight).sum())
+        loss = loss + cfg.beta * (ref_nll * weight).sum()
+        reg = float((ref_nll.detach() * weight).sum())
     elif ref.regulariser == "kl":
         # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau), with
         # w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. The chunk holds whole
@@ -195,13 +221,12 @@ def update(
         total, clipped, reg_value, ent, agree = 0.0, 0.0, 0.0, 0.0, 0.0
         for k, idx in enumerate(bounds):
             s = states.take(idx)
-            logp_all = net.log_probs(inputs_on(net, s.inputs), cfg.temperature)
-            new = logp_all.gather(1, s.action[:, None]).squeeze(1)
+            logp_all, new, ref_nll, agrees = chunk_log_probs(net, s, cfg.temperature, ref)
             if inner == 0:
                 old[idx] = new.detach()
             ratio = torch.exp(new - old[idx])
             loss, reg = chunk_objective(
-                s, logp_all, new, old[idx], ratio, adv, weight[idx], ref_traj, ref, cfg
+                s, ref_nll, new, old[idx], ratio, adv, weight[idx], ref_traj, ref, cfg
             )
             reg_value += reg
             loss.backward()
@@ -211,7 +236,7 @@ def update(
                 p = logp_all.detach().exp()
                 ent += float(-(p * logp_all.detach().masked_fill(~s.inputs.allowed, 0.0)).sum())
                 if ref.policy is not None:
-                    agree += float((logp_all.argmax(1) == s.ref_choice).float().sum())
+                    agree += float(agrees.float().sum())
                 if k == 0:
                     stats.ratio_first = float(ratio.detach().max())
         sync(net)
@@ -285,6 +310,11 @@ def load_setting(cfg: UPOConfig) -> Setting:
     if val is not None and len(val) < cfg.val_n:
         raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
     val = val.select(np.arange(cfg.val_n)) if val is not None else None
+    if net.chooses_sets and ref.regulariser == "kl":
+        raise UpoError(
+            f"reference {ref.name}: a set policy (policy keep_above) is regularised towards a "
+            "deterministic rule's set; use threshold:P, eb:GAMMA, confidence or none"
+        )
     return Setting(mdm, task, train, val, ref, net, dist)
 
 
@@ -310,6 +340,7 @@ def rollout(s: Setting, cfg: UPOConfig, round_: int) -> tuple[Batch, Trajectory,
         attention_mask=torch.from_numpy(batch.attention_mask).to(device),
         block_size=s.task.block_length,
         certain_above=s.net.cfg.certain_above,
+        sets=s.net.chooses_sets,
     )
     if s.net.cfg.certain_above is not None:
         # gated near-certain cells are not decisions: keep only the states that are
@@ -386,6 +417,8 @@ def train_upo(
         outputs = traj.tokens.cpu().numpy()
         reward_of = task.solved if cfg.reward == "solved" else task.partial_credit
         rewards = torch.from_numpy(reward_of(batch, outputs)).float()
+        # each MDM call costs: one knob trades accuracy for speed (set policies)
+        rewards = rewards - cfg.nfe_cost * traj.nfe.cpu().float()
         adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
         first_opt = cfg.optimizer_steps_before(round_)
         lrs = [cfg.lr_at(round_, first_opt + i) for i in range(cfg.inner_steps_in(round_))]

@@ -47,6 +47,9 @@ class UPOConfig:
     # (CE per step; the KL estimator's per-step score terms), so beta weighs the regulariser
     # against the policy gradient the same way under either; trajectories are then averaged.
     step_aggregation: str = "mean"
+    # Subtracted from an item's reward per MDM call of its decode: the price of a forward. With a
+    # set policy (policy keep_above) it trades accuracy for speed; 0 = reward accuracy only.
+    nfe_cost: float = 0.0
     lr: float = 3e-4  # [3e-6 for the much larger LLaDA head]
     # Linear warm-up length, in the unit of the budget: optimiser steps with `max_steps` (TRL's
     # warm-up; the rate changes every optimiser step), rollout rounds with `steps` (the rate is
@@ -85,6 +88,8 @@ class UPOConfig:
             raise ValueError("step_aggregation must be 'mean' or 'sum'")
         if self.group_size < 2:
             raise ValueError("group_size must be at least 2 (advantages are relative to the group)")
+        if not self.nfe_cost >= 0:
+            raise ValueError(f"nfe_cost must be >= 0, got {self.nfe_cost}")
         if self.beta < 0 or self.temperature <= 0 or not 0 < self.clip_eps < 1:
             raise ValueError("need beta >= 0, temperature > 0 and 0 < clip_eps < 1")
         if self.temperature < 1e-6:
@@ -138,8 +143,10 @@ class UPOConfig:
     def run_config(self) -> dict:
         """The settings recorded with a run and compared on --resume. Without max_steps it is
         the dict earlier versions wrote (steps filled in, no max_steps key), so their run
-        directories still resume."""
+        directories still resume; likewise nfe_cost is left out when 0."""
         out = to_dict(self)
+        if self.nfe_cost == 0:
+            del out["nfe_cost"]
         if self.max_steps is None:
             out["steps"] = self.rollout_rounds
             del out["max_steps"]

@@ -15,6 +15,8 @@ REFERENCE_NAMES = [
     "softmax:TAU",
     "softmax-vocab:TAU",
     "topk:K",
+    "threshold:P",
+    "eb:GAMMA",
     "none",
 ]
 
@@ -44,6 +46,10 @@ def _make_reference(name: str) -> Reference:
         return Reference("none", None, "none", None)
     if base in ("confidence", "margin", "entropy") and not arg:
         # One-hot references: KL to them is infinite off their choice, so use cross-entropy.
+        return Reference(name, make_rule(name), "ce", None)
+    if base in ("threshold", "eb"):
+        # Parallel rules: deterministic sets, so cross-entropy to the set they fill (for a
+        # one-position policy, to their most confident position).
         return Reference(name, make_rule(name), "ce", None)
     if base in ("softmax", "softmax-vocab"):
         # Stochastic rules with full support on the candidates: KL is finite, use it.

@@ -35,6 +35,10 @@ class States:
     # given), all False once an earlier step filled a position wrongly (the item has failed then,
     # whatever comes next): the label of correctness-supervised pre-training.
     correct: torch.Tensor | None = None
+    # Set policies (several positions per step): [N, L] the set filled, and the reference's set
+    # at the same state; None for one-position policies, whose `action` says it all.
+    chosen_set: torch.Tensor | None = None
+    ref_set: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.item)
@@ -101,7 +105,10 @@ def collect(
     attention_mask: torch.Tensor | None = None,
     block_size: int | None = None,
     certain_above: float | None = None,
+    sets: bool = False,
 ) -> tuple[Trajectory, States]:
+    """Decode `tokens` with `sampler` (one position per step, or a set with `sets`) and record
+    every visited state with what the reference would have chosen there."""
     parts: dict[str, list] = {
         k: []
         for k in (
@@ -114,6 +121,8 @@ def collect(
             "rlp",
             "rd",
             "correct",
+            "set",
+            "ref_set",
         )
     }
 
@@ -134,6 +143,10 @@ def collect(
         )
         if keep_ref_dist:
             parts["rd"].append(ref_logp)
+        if sets:
+            parts["set"].append(choice.chosen & state.candidates)
+            if reference is not None:  # a deterministic rule (see rl/references.py)
+                parts["ref_set"].append(reference.select(state, 1).chosen & state.candidates)
         if answers is not None:
             target = answers[rows]
             filled = state.logits.argmax(-1)
@@ -163,6 +176,8 @@ def collect(
         ref_logp=cat["rlp"],
         ref_dist=cat["rd"],
         correct=cat["correct"],
+        chosen_set=cat["set"],
+        ref_set=cat["ref_set"],
     )
     return traj, states
 
