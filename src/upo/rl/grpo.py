@@ -455,6 +455,7 @@ def train_upo(
             meta["validation"] = {
                 "val_solve_rate": res.solve_rate,
                 "val_cell_acc": res.partial_credit,
+                "val_nfe": res.nfe,  # MDM calls per item: what a set policy saves
                 "val_confidence_solve_rate": baseline,
             }
             record.update(meta["validation"])
