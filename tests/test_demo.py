@@ -29,3 +29,26 @@ def test_other_task_tables_cover_every_rule_and_the_policy(monkeypatch, capsys):
         assert f"| {rule} |" in table
     assert (Path(policy).name in table) == (REPO / policy).is_dir()
     assert "| confidence |" in capsys.readouterr().out
+
+
+def test_sudoku_demo_writes_the_report_and_says_where(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(demo, "OTHER_TASKS", [])  # the other tasks are tested above
+    out = tmp_path / "report"
+    assert demo.run_demo(out=str(out), n=4, threads=1) == 0
+    for name in demo.OUTPUT_FILES:
+        assert (out / name).is_file(), name
+        if name.endswith(".png"):
+            assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+    report = (out / "report.md").read_text()
+    for name in demo.OUTPUT_FILES:
+        if name.endswith(".png"):
+            assert f"]({name})" in report, name  # every figure is in the report
+    for policy in [*demo.RULES, "sudoku9-policy", demo.FEWER_CALLS, demo.SEARCH]:
+        assert f"| {policy} |" in report
+    assert "Here max-confidence solved" in report and "{seconds}" not in report
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-2].startswith("upo demo took") and printed[-2].endswith(
+        "The report, with its figures:"
+    )
+    assert printed[-1].split()[0] == str(out / "report.md")

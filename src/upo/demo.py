@@ -1,8 +1,10 @@
 """`upo demo`: the whole story in a few minutes on a laptop CPU, with the shipped checkpoints.
 
-Makes a fresh held-out puzzle set (disjoint from the training files), evaluates every hand rule and
-the shipped learned policy, prints the table and writes demo-report/ (report.md + PNG figures).
-Then the same for the other shipped tasks (addition, Zebra) on their held-out files.
+Makes a fresh held-out puzzle set (disjoint from the training files), evaluates every hand rule,
+the shipped learned policy, a parallel rule and the lookahead search, prints the table and writes
+demo-report/ (report.md + PNG figures: solve rates, solve rate against MDM calls, one puzzle's
+decodes as grids, the learned policy's training curves). Then the same for the other shipped tasks
+(addition, Zebra) on their held-out files.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from .errors import UpoError
 from .evaluate import evaluate_policy, markdown_table
 from .io_utils import atomic_write_text, check_file_target, write_json
 from .models.registry import load_mdm
-from .plots import fill_orders, order_text, solve_rate_bars, solve_rate_by_difficulty
+from .plots import (
+    fill_orders,
+    order_text,
+    policy_family,
+    policy_points,
+    read_metrics,
+    solve_rate_bars,
+    solve_rate_by_difficulty,
+    solve_rate_vs_nfe,
+    training_curves,
+)
 from .policies.resolve import resolve_policy
 from .tasks.registry import get_task
 
@@ -32,6 +44,15 @@ RULES = [
     "topk-random:5",
     "softmax:0.1",
 ]
+# After the learned policy: fewer MDM calls (Fast-dLLM's threshold rule: every cell above 90%
+# confidence per step) and more (the search; the setting chosen on validation, README).
+FEWER_CALLS = "threshold:0.9"
+SEARCH = "lookahead:4:0.9"
+SEARCH_NOTE = (
+    f" `{SEARCH}` is the lookahead search (more calls): where no cell is 90% sure, it finishes "
+    "the puzzle once for each of the 4 most confident cells and keeps the completion the MDM "
+    "finds likeliest."
+)
 
 
 # The other shipped tasks: (task, MDM, learned policy, held-out file). Each is shown when its MDM
@@ -55,8 +76,10 @@ OUTPUT_FILES = (
     "results.json",
     "report.md",
     "solve_rate.png",
+    "solve_rate_vs_nfe.png",
     "solve_rate_by_blanks.png",
     "fill_order.png",
+    "training_curves.png",
 )
 
 
@@ -101,6 +124,29 @@ def other_task_tables(
     return sections
 
 
+def headline(results: list, learned: str | None) -> str:
+    """What this run's numbers say about the three kinds of order, in one paragraph."""
+    by_name = {r.policy: r for r in results}
+
+    def said(name: str) -> str:
+        r = by_name[name]
+        lo, hi = r.solve_ci95
+        return f"{100 * r.solve_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] at {r.nfe:.0f} calls"
+
+    parts = [f"Here max-confidence solved {said('confidence')} per puzzle"]
+    if learned is not None:
+        parts.append(
+            f"the learned policy, which also sees one MDM forward per step, {said(Path(learned).name)}"
+        )
+    if SEARCH in by_name:
+        parts.append(f"the search {said(SEARCH)}")
+    parts[-1] += f", and `{FEWER_CALLS}` {said(FEWER_CALLS)}."
+    return "; ".join(parts) + (
+        " Read the differences against the 95% intervals: on the 1,000-puzzle test set (README) "
+        "the learned policy only matches max-confidence, and the search beats both."
+    )
+
+
 def existing_puzzles(paths: list[Path]) -> set[str]:
     task = get_task("sudoku9")
     seen: set[str] = set()
@@ -119,6 +165,7 @@ def run_demo(
     policy_path: str = "checkpoints/sudoku9-policy",
     threads: int = 2,
     dtype: str = "auto",
+    search: bool = False,
 ) -> int:
     torch.set_num_threads(threads)
     out_dir = Path(out)
@@ -134,33 +181,58 @@ def run_demo(
     with tqdm(total=n, desc="make held-out puzzles", file=sys.stderr) as bar:
         batch = task.generate(n, blanks, seed, exclude=exclude, progress=bar.update)
     task.write(out_dir / "heldout.jsonl", batch)
-    names = RULES + ([policy_path] if Path(policy_path).is_dir() else [])
+    learned = [policy_path] if Path(policy_path).is_dir() else []
+    # The search costs about 4 greedy decodes: only with `upo demo --search`.
+    names = RULES + learned + [FEWER_CALLS] + ([SEARCH] if search else [])
     # One bar over every puzzle the demo decodes, all tables included, so its ETA is the demo's;
     # it advances with each batch of 64.
     plan = other_task_plan(n)
     total = n * len(names) + sum(items * len(rules) for _, _, rules, _, items in plan)
     bar = tqdm(total=total, desc="upo demo: decoding", unit="puzzle", file=sys.stderr)
-    results = []
+    results, families = [], []
     for name in names:
         policy = resolve_policy(name, mdm)
         bar.set_postfix_str(f"sudoku9: {policy.name}")
         results.append(
             evaluate_policy(mdm, task, batch, policy, batch_size=64, progress=bar.update)
         )
+        families.append(policy_family(policy))
     table = markdown_table(results)
     print(f"\n9x9 Sudoku, {n} fresh held-out puzzles with {blanks[0]}-{blanks[1]} blanks\n")
     print(table)
-    solve_rate_bars(results, out_dir / "solve_rate.png", f"9x9 Sudoku, {n} held-out puzzles")
+    title = f"9x9 Sudoku, {n} fresh held-out puzzles"
+    solve_rate_bars(results, out_dir / "solve_rate.png", title)
+    solve_rate_vs_nfe(
+        policy_points(results, families), out_dir / "solve_rate_vs_nfe.png", title, join=False
+    )
     solve_rate_by_difficulty(results, task.difficulty(batch), out_dir / "solve_rate_by_blanks.png")
-    # Show a puzzle where the two orders differ in outcome when there is one.
-    conf = next(r for r in results if r.policy == "confidence")
-    shown = [conf] + ([results[-1]] if results[-1].policy not in RULES else [])
-    differs = np.flatnonzero(shown[-1].solved != conf.solved)
+    # One puzzle under max-confidence, the learned policy and the search: one that
+    # max-confidence fails and the others solve, when there is one.
+    by_name = {r.policy: r for r in results}
+    conf = by_name["confidence"]
+    shown = [conf] + [r for r in results if r.policy not in RULES and r.policy != FEWER_CALLS]
+    others_solve = np.logical_and.reduce([r.solved.astype(bool) for r in shown[1:]])
+    differs = np.flatnonzero(~conf.solved.astype(bool) & others_solve)
+    if not len(differs):
+        differs = np.flatnonzero(shown[-1].solved != conf.solved)
     item = int(differs[0]) if len(differs) else 0
-    fill_orders(shown, item, task.grid_side, out_dir / "fill_order.png")
+    fill_orders(
+        shown, item, task.grid_side, out_dir / "fill_order.png", batch.answers,
+        f"held-out puzzle {item}: the order each policy filled it in",
+    )  # fmt: skip
     orders = "\n\n".join(
         f"{r.policy}:\n```\n{order_text(r.order[item], task.grid_side)}\n```" for r in shown
     )
+    curves = ""
+    if learned and (Path(policy_path) / "metrics.jsonl").is_file():
+        training_curves(
+            read_metrics(policy_path), out_dir / "training_curves.png", Path(policy_path).name
+        )
+        curves = (
+            f"\nHow `{policy_path}` was trained (`upo plot {policy_path}` draws this for any "
+            "run): the mean reward of its GRPO rollouts, and its validation solve rate against "
+            "max-confidence's on the same puzzles.\n\n![training curves](training_curves.png)\n"
+        )
     write_json(
         out_dir / "results.json",
         {
@@ -176,29 +248,37 @@ def run_demo(
     report = f"""# upo demo report
 
 9x9 Sudoku, {n} fresh held-out puzzles ({blanks[0]}-{blanks[1]} blanks, seed {seed}, unique solutions),
-MDM `{mdm_path}` in {mdm.dtype_used}, learned policy `{policy_path}`. Made by `upo demo` in {time.perf_counter() - start:.0f} s.
+MDM `{mdm_path}` in {mdm.dtype_used}, learned policy `{policy_path}`. Made by `upo demo` in {{seconds}} s.
 
 {table}
 
-Solve rate = fraction of puzzles completed validly; 95% Wilson intervals; NFE = MDM calls per puzzle.
+Solve rate = fraction of puzzles completed validly; 95% Wilson intervals; cell acc = fraction of
+blanks equal to the solution; NFE = MDM calls per puzzle. `{FEWER_CALLS}` fills every cell above
+90% confidence at once (fewer calls).{SEARCH_NOTE if search else ""}
+
+![solve rate against MDM calls](solve_rate_vs_nfe.png)
+
+{headline(results, policy_path if learned else None)}
 
 ![solve rate](solve_rate.png)
 
 ![solve rate by blanks](solve_rate_by_blanks.png)
 
-Fill order of puzzle {item} (step at which each cell was revealed; `.` = given):
-
-{orders}
+Puzzle {item} under each order: every cell coloured by the step it was filled at, wrong cells
+outlined in red.
 
 ![fill order](fill_order.png)
-"""
+
+The same orders as step numbers (`.` = given):
+
+{orders}
+{curves}"""
     others = other_task_tables(n, dtype=dtype, bar=bar)
     bar.close()
     if others:
         report += "\n# Other tasks\n\n" + "\n".join(others)
-    atomic_write_text(out_dir / "report.md", report)
-    print(
-        f"\nwrote {out_dir}/report.md and figures in {time.perf_counter() - start:.0f} s",
-        file=sys.stderr,
-    )
+    seconds = time.perf_counter() - start
+    atomic_write_text(out_dir / "report.md", report.replace("{seconds}", f"{seconds:.0f}"))
+    print(f"\nupo demo took {seconds:.0f} s. The report, with its figures:")
+    print(f"  {out_dir / 'report.md'}  ({(out_dir / 'report.md').resolve()})")
     return 0

@@ -1,6 +1,6 @@
 """The `upo` command. Every user-facing failure is one line on stderr and exit code 2."""
 
-# One module per command group (mdm, demo, data, eval, policy), each adding its sub-commands with
+# One module per command group (mdm, demo, data, eval, policy, plot), each adding its sub-commands with
 # `register(sub)`; what they share is in cli/common.py. This module stays light (the docstring
 # above is `upo --help`'s description): the groups import numpy and torch, so they are imported
 # only once a command line is being parsed, inside main's Ctrl-C guard.
@@ -16,11 +16,11 @@ __all__ = ["build_parser", "main", "run_guarded"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data, demo, eval, mdm, policy
+    from . import data, demo, eval, mdm, plot, policy
 
     parser = Parser(prog="upo", description=__doc__)
     sub = parser.add_subparsers(dest="group", required=True)
-    for group in (mdm, demo, data, eval, policy):  # the order `upo --help` lists them in
+    for group in (mdm, demo, data, eval, policy, plot):  # the order `upo --help` lists them in
         group.register(sub)
     return parser
 

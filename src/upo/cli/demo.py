@@ -1,4 +1,5 @@
-"""`upo demo`: every hand rule and the shipped learned policy on fresh puzzles, with a report."""
+"""`upo demo`: every hand rule, the shipped learned policy and a parallel rule (with --search,
+the lookahead search too) on fresh puzzles, with a report and figures."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ def cmd_demo(args) -> int:
     check_seed(args.seed)
     check_dir_target(args.out, "--out")
 
-    return run_demo(out=args.out, n=args.n, seed=args.seed, threads=args.threads, dtype=args.dtype)
+    return run_demo(
+        out=args.out,
+        n=args.n,
+        seed=args.seed,
+        threads=args.threads,
+        dtype=args.dtype,
+        search=args.search,
+    )
 
 
 def register(sub) -> None:
@@ -31,5 +39,11 @@ def register(sub) -> None:
         choices=("auto", "bfloat16", "float32"),  # upo.models.precision.DTYPES, without torch
         default="auto",
         help="the MDMs' dtype; auto: bfloat16 where the CPU has native bf16, else float32",
+    )
+    d.add_argument(
+        "--search",
+        action="store_true",
+        help="also run the lookahead search (about 4 greedy decodes' time: off by default so the "
+        "demo stays within 10 minutes on CPUs without native bf16)",
     )
     d.set_defaults(func=cmd_demo)

@@ -38,7 +38,7 @@ HF_FLAGS = (
 )
 
 # The files `--plot DIR` writes, checked before any work like --json.
-FIGURES = ("solve_rate.png", "solve_rate_by_blanks.png", "fill_order.png")
+FIGURES = ("solve_rate.png", "solve_rate_vs_nfe.png", "solve_rate_by_blanks.png", "fill_order.png")
 
 
 def add_hf_arguments(p) -> None:
@@ -129,7 +129,7 @@ def run_eval(args) -> int:
             evaluate_one(args, run, policy, store, f"p{index}")
             for index, policy in enumerate(policies)
         ]
-        report(args, run, results, store)
+        report(args, run, results, store, policies)
     return 0
 
 
@@ -267,7 +267,7 @@ def evaluate_one(args, run: EvalInputs, policy, store, store_key: str):
     return result
 
 
-def report(args, run: EvalInputs, results: list, store) -> None:
+def report(args, run: EvalInputs, results: list, store, policies: list) -> None:
     """The table (and by difficulty), --json, then --plot and --show-order."""
     from ..evaluate import markdown_table
 
@@ -311,19 +311,32 @@ def report(args, run: EvalInputs, results: list, store) -> None:
         write_results(args.json, record, store)
         print(f"\nwrote {args.json}", file=sys.stderr)
     if args.plot:
-        draw_figures(args.plot, task, batch, results, args.show_item)
+        draw_figures(args.plot, task, batch, results, args.show_item, policies, args.k)
     if args.show_order:
         show_orders(task, results, args.show_item)
 
 
-def draw_figures(folder: str, task, batch: Batch, results: list, item: int) -> None:
-    from ..plots import fill_orders, solve_rate_bars, solve_rate_by_difficulty
+def draw_figures(
+    folder: str, task, batch: Batch, results: list, item: int, policies: list, k: int = 1
+) -> None:
+    from ..plots import (
+        fill_orders,
+        policy_family,
+        policy_points,
+        solve_rate_bars,
+        solve_rate_by_difficulty,
+        solve_rate_vs_nfe,
+    )
 
     out = Path(folder)
-    solve_rate_bars(results, out / "solve_rate.png", f"{task.name}: {len(batch)} held-out items")
+    title = f"{task.name}: {len(batch)} held-out items"
+    solve_rate_bars(results, out / "solve_rate.png", title)
+    points = policy_points(results, [policy_family(p) for p in policies])
+    per_step = f", {k} positions per step" if k > 1 else ""
+    solve_rate_vs_nfe(points, out / "solve_rate_vs_nfe.png", title + per_step, join=False)
     solve_rate_by_difficulty(results, task.difficulty(batch), out / "solve_rate_by_blanks.png")
     if task.grid_side is not None:  # the fill-order panels draw grids
-        fill_orders(results, item, task.grid_side, out / "fill_order.png")
+        fill_orders(results, item, task.grid_side, out / "fill_order.png", batch.answers)
     print(f"wrote figures to {out}", file=sys.stderr)
 
 

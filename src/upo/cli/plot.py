@@ -1,0 +1,34 @@
+"""`upo plot DIR`: the curves of a training run (its metrics.jsonl) as a PNG."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import UpoError
+
+
+def cmd_plot(args) -> int:
+    from ..io_utils import check_file_target
+    from ..plots import read_metrics, training_curves
+
+    run = Path(args.run)
+    if not run.exists():
+        raise UpoError(f"{run}: no such training run directory or metrics file")
+    folder = run if run.is_dir() else run.parent
+    out = Path(args.out) if args.out else folder / "training_curves.png"
+    check_file_target(out)
+    records = read_metrics(run)
+    training_curves(records, out, title=folder.name or str(folder))
+    print(f"wrote {out} ({len(records)} records of {run})", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw a training run's curves (reward, loss, validation) from its metrics.jsonl",
+    )
+    p.add_argument("run", metavar="DIR", help="a training run directory, or its metrics.jsonl")
+    p.add_argument("--out", help="the PNG to write (default: DIR/training_curves.png)")
+    p.set_defaults(func=cmd_plot)
