@@ -28,8 +28,9 @@ import torch
 from tqdm import tqdm
 
 from upo.evaluate import evaluate_policy
-from upo.io_utils import atomic_write_text, write_json
+from upo.io_utils import atomic_write_text, read_json, write_json
 from upo.models.registry import load_mdm
+from upo.plots import solve_rate_vs_nfe
 from upo.policies.resolve import resolve_policy
 from upo.tasks.registry import get_task
 
@@ -55,41 +56,17 @@ def label(policy: str, k: int) -> str:
     return Path(policy).name
 
 
-def pareto_png(points: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+# the rule families are curves; learned policies are single points
+JOIN = {"confidence, k per step", "threshold:P", "eb:GAMMA"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    families = list(dict.fromkeys(p["family"] for p in points))
-    markers = {"learned": "*"}
-    for family in families:
-        pts = sorted((p for p in points if p["family"] == family), key=lambda p: p["nfe"])
-        x = [p["nfe"] for p in pts]
-        y = [100 * p["solve_rate"] for p in pts]
-        lo = [max(0.0, 100 * (p["solve_rate"] - p["solve_ci95"][0])) for p in pts]
-        hi = [max(0.0, 100 * (p["solve_ci95"][1] - p["solve_rate"])) for p in pts]
-        style = "none" if family == "learned" else "-"
-        ax.errorbar(
-            x, y, yerr=[lo, hi], marker=markers.get(family, "o"), markersize=9
-            if family == "learned" else 5, linestyle=style, capsize=2, label=family,
-        )  # fmt: skip
-        for p, xi, yi in zip(pts, x, y):
-            ax.annotate(p["label"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xscale("log")
-    ticks = [t for t in (2, 3, 5, 10, 15, 20, 30, 50, 80) if min(pt["nfe"] for pt in points) / 1.5
-             <= t <= max(pt["nfe"] for pt in points) * 1.5]  # fmt: skip
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("MDM calls per item (mean NFE, log scale)")
-    ax.set_ylabel("solve rate (%), 95% interval")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def replot(out: Path) -> None:
+    """OUT.png again from OUT.json (no decoding)."""
+    data = read_json(out.with_suffix(".json"))
+    what = f"{data['task']}, {data['n']} items of {data['data']}"
+    solve_rate_vs_nfe(
+        data["points"], out.with_suffix(".png"), f"{what}, MDM {data['mdm']}", join=JOIN
+    )
 
 
 def table(points: list[dict]) -> str:
@@ -118,7 +95,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out", required=True, help="OUT.json, OUT.md and OUT.png are written")
+    ap.add_argument("--replot", action="store_true", help="only redraw OUT.png from OUT.json")
     args = ap.parse_args()
+    if args.replot:
+        replot(Path(args.out))
+        return 0
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
     mdm = load_mdm(args.mdm, options={"dtype": args.dtype})
@@ -173,7 +154,7 @@ def main() -> int:
         f"# Accuracy vs MDM calls: {what}\n\nMDM `{args.mdm}` in {mdm.dtype_used}. Command:\n\n"
         f"    {command}\n\n{table(points)}\n",
     )
-    pareto_png(points, out.with_suffix(".png"), f"{what}\nMDM {args.mdm}")
+    solve_rate_vs_nfe(points, out.with_suffix(".png"), f"{what}, MDM {args.mdm}", join=JOIN)
     print(table(points))
     print(f"wrote {out}.json/.md/.png in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
