@@ -18,8 +18,8 @@ READY_LOGIT = 1.0  # the right symbol, modestly preferred (confidence ~0.58 with
 LURE_LOGIT = 4.0  # a wrong symbol, strongly preferred (confidence ~0.96 with 3 symbols)
 
 
-class ChainDenoiser:
-    """Implements the Denoiser protocol (upo.models.denoiser): a float32 token model on the CPU."""
+class FloatTokenModel:
+    """The Denoiser protocol attributes of a float32 token model on the CPU (no tokenizer)."""
 
     device = torch.device("cpu")
     pads_batches = True
@@ -29,6 +29,10 @@ class ChainDenoiser:
     topk_ties = False
     tokenizer = None
     eos_ids: list[int] = []  # noqa: RUF012
+
+
+class ChainDenoiser(FloatTokenModel):
+    """Implements the Denoiser protocol (upo.models.denoiser): a float32 token model on the CPU."""
 
     def __init__(self, seq_len: int = 6, n_symbols: int = 3):
         self.seq_len = seq_len
@@ -68,7 +72,7 @@ class ChainDenoiser:
         return (tokens == self.target).float().mean(1)
 
 
-class ConflictDenoiser:
+class ConflictDenoiser(FloatTokenModel):
     """A toy frozen MDM on which filling two positions together is wrong.
 
     Positions come in pairs (a, b); the answer is 1 at every a and 2 at every b (mask 0). The
@@ -80,14 +84,6 @@ class ConflictDenoiser:
     whether a position is a b and whether its a is still masked.
     """
 
-    device = torch.device("cpu")
-    pads_batches = True
-    dtype_used = "float32"
-    dtype_note = ""
-    softmax_dtype = None
-    topk_ties = False
-    tokenizer = None
-    eos_ids: list[int] = []  # noqa: RUF012
     seq_len = None
     mask_id = 0
     vocab_size = 3
