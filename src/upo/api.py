@@ -303,10 +303,9 @@ def _check_tokens(tokens: np.ndarray, attention: np.ndarray, mdm: Denoiser) -> N
 
 
 def _positions_per_step(tokens, attention, mask_id, gen_length, block_length, steps):
-    """k from LLaDA's `steps` (None when steps is None), as upo.text_generation.steps_to_k."""
+    """k from LLaDA's `steps` (None when steps is None), as steps_to_k."""
     if steps is None:
         return None
-    from .text_generation import steps_to_k
 
     if gen_length is None:
         masked = ((tokens == mask_id) & attention).sum(1)
@@ -318,3 +317,21 @@ def _positions_per_step(tokens, attention, mask_id, gen_length, block_length, st
                 f"block_length {block_length} must divide the {gen_length} masked positions"
             )
     return steps_to_k(gen_length, steps, 1, block_length)
+
+
+def steps_to_k(gen_length: int, steps: int | None, k: int, block_length: int | None = None) -> int:
+    """Positions revealed per step: gen_length / steps when steps is given (LLaDA's `steps`).
+    As in LLaDA's generate(), steps are shared out evenly over the blocks; and with steps
+    dividing gen_length every step of a block reveals the same number of positions (LLaDA's
+    schedule then equals upo's fixed k; uneven schedules are refused, not approximated)."""
+    if steps is None:
+        return k
+    if steps < 1 or gen_length % steps:
+        raise UpoError(f"steps {steps} must divide gen_length {gen_length}")
+    n_blocks = gen_length // block_length if block_length else 1
+    if steps % n_blocks:
+        raise UpoError(
+            f"steps {steps} must be a multiple of the {n_blocks} blocks "
+            f"(gen_length {gen_length} / block_length {block_length}), as in LLaDA's generate()"
+        )
+    return gen_length // steps
