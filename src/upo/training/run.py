@@ -56,6 +56,8 @@ class Run:
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
+        # the code a run is made with: asked of git once, not at every checkpoint
+        self.commit = git_commit()
 
     @property
     def settings(self) -> dict:
@@ -117,7 +119,7 @@ class Run:
             "kind": self.kind,
             "task": self.task,
             "command": self.command,
-            "commit": git_commit(),
+            "commit": self.commit,
             "steps": steps,
             **fields,
             "complete": complete,
