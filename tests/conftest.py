@@ -26,6 +26,20 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def cpu(monkeypatch):
+    """Say whether this CPU has native bf16, whatever the real one has: what dtype "auto" picks
+    differs between machines (and under ATEN_CPU_CAPABILITY), so a test of "auto" fixes it."""
+    from upo.models import precision
+
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+
+    def say(native: bool) -> None:
+        monkeypatch.setattr(precision, "_cpu_flags_say_bf16", lambda: native)
+
+    return say
+
+
 def sharpen(model: TinyMDM, seed: int) -> TinyMDM:
     """Re-initialise with unit-scale weights. The default init (std 0.02) gives near-uniform token
     distributions that hardly depend on context; with these weights confidences spread out over

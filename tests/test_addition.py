@@ -251,6 +251,7 @@ def test_position_groups_add_an_embedding_per_group():
         TinyConfig(**{**TASK.model_defaults(), "position_groups": [[0, 1]]}).validate()
 
 
+@pytest.mark.numerics
 def test_tiny_training_run_then_eval(tmp_path, capsys):
     cfg = MDMTrainConfig(
         task="addition",

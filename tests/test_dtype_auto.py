@@ -24,17 +24,6 @@ MDM = REPO / "checkpoints" / "sudoku4-mdm"
 DATA = REPO / "data" / "sudoku4-test.jsonl"
 
 
-@pytest.fixture
-def cpu(monkeypatch):
-    """Say whether this CPU has native bf16, whatever the real one has."""
-    monkeypatch.delenv(precision.ENV_VAR, raising=False)
-
-    def say(native: bool) -> None:
-        monkeypatch.setattr(precision, "_cpu_flags_say_bf16", lambda: native)
-
-    return say
-
-
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n")
@@ -131,6 +120,7 @@ def test_eval_json_records_the_dtype_used(cpu, tmp_path, capsys, native, used):
     assert main([str(a) for a in argv]) == 0
     saved = json.loads(out.read_text())
     assert saved["dtype"] == used and saved["dtype_requested"] == "auto"
+    assert saved["policy_dtype"] == used  # a learned policy runs in its MDM's precision
 
 
 @pytest.mark.parametrize("flags, dtype", [([], "auto"), (["--dtype", "float32"], "float32")])

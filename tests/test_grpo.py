@@ -239,6 +239,7 @@ def test_kl_update_equals_whole_batch_loss(mdm4, puzzles4, aggregation):
 # --- 3. the cross-entropy regulariser -------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_ce_regulariser_pushes_towards_reference_choice(mdm4, puzzles4):
     puzzles, _ = puzzles4
     tokens = puzzles.repeat_interleave(2, 0)
@@ -348,7 +349,13 @@ def test_kl_estimator_is_zero_mean_when_policy_is_the_topk_reference(mdm4, puzzl
     assert float(mean_grad.norm()) < 0.2 * single
 
 
+@pytest.mark.numerics
 def test_kl_regulariser_moves_policy_towards_softmax_reference(mdm4, puzzles4):
+    """With the reward switched off (zero advantages), the KL term alone pulls the policy towards
+    softmax(confidence / 0.2). Measured exactly (no sampling) on one fixed set of states, and
+    asserted with a wide margin: the sampled trajectories that drive the updates depend on float
+    rounding, which differs between CPU kernel sets (AVX2, AVX512, ATEN_CPU_CAPABILITY=default),
+    so a threshold only just met on one machine fails on another."""
     puzzles, _ = puzzles4
     tokens = puzzles.repeat(8, 1)
     net = make_net(mdm4.feature_dim, spread=8.0)
@@ -357,23 +364,23 @@ def test_kl_regulariser_moves_policy_towards_softmax_reference(mdm4, puzzles4):
     gen = seeded(0)
     cfg = make_cfg(ref.name, beta=1.0, inner_steps=2, group_size=8)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
+    _, held = collect(mdm4, tokens, sampler, ref.policy, None, seeded(1), keep_ref_dist=True)
 
     def state_kl() -> float:
-        """Exact mean KL(g || g_ref) over the states of a fresh rollout."""
-        _, st = collect(mdm4, tokens, sampler, ref.policy, None, gen, keep_ref_dist=True)
+        """Exact mean KL(g || g_ref) over the held states."""
         with torch.no_grad():
-            logp = net.log_probs(st.inputs)
-        diff = (logp - st.ref_dist).masked_fill(~st.inputs.allowed, 0.0)
+            logp = net.log_probs(held.inputs)
+        diff = (logp - held.ref_dist).masked_fill(~held.inputs.allowed, 0.0)
         return float((logp.exp() * diff).sum(1).mean())
 
     before = state_kl()
     regs = []
-    for _ in range(3):
+    for _ in range(8):
         _, states = collect(mdm4, tokens, sampler, ref.policy, None, gen)
         regs.append(update(net, opt, states, torch.zeros(len(tokens)), ref, cfg, no_sync).reg)
     after = state_kl()
     assert regs[0] > 0  # the trajectory KL estimate of a policy unlike the reference
-    assert after < 0.6 * before
+    assert after < 0.5 * before, (before, after)
 
 
 # --- 5. end to end ------------------------------------------------------------------------------
@@ -393,6 +400,7 @@ def test_toy_chain_denoiser_rewards_left_to_right():
     assert 0.45 < reward("random") < 0.7
 
 
+@pytest.mark.numerics
 def test_upo_raises_reward_on_toy_task():
     torch.manual_seed(0)
     mdm = ChainDenoiser(seq_len=6)
@@ -668,3 +676,22 @@ def test_max_steps_run_logs_both_counts_and_resumes(tmp_path, monkeypatch):
     assert [m["lr"] for m in metrics] == pytest.approx([5e-4, 1e-3, 1e-3])
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["max_steps"] == 5 and saved["steps"] is None
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_policy_trains_in_the_mdm_precision_and_says_so(tmp_path, monkeypatch, dtype):
+    """`dtype` (mdm_options) sets the policy network's arithmetic as well as the MDM's: no bf16
+    emulation on a CPU without it; meta.json records both."""
+    config = write_sudoku4_setup(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data.update(steps=1, mdm_options={"dtype": dtype})
+    config.write_text(yaml.safe_dump(data))
+    import upo.rl.grpo as grpo
+
+    built = []
+    real_build = grpo.build_policy
+    monkeypatch.setattr(grpo, "build_policy", lambda *a: built.append(real_build(*a)) or built[0])
+    meta = train_upo(load_config(UPOConfig, config), tmp_path / "policy")
+    assert meta["mdm_dtype"] == meta["policy_dtype"] == dtype
+    assert built[0].bf16 is (dtype == "bfloat16")

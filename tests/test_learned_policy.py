@@ -115,6 +115,7 @@ def test_scores_do_not_depend_on_the_rest_of_the_batch(mdm4, puzzles4):
         assert torch.allclose(batched[row], one[0], atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.numerics
 def test_save_load_round_trip(tmp_path, mdm4, puzzles4):
     puzzles, _ = puzzles4
     net = make_net(restrict_topk=3)
@@ -123,13 +124,39 @@ def test_save_load_round_trip(tmp_path, mdm4, puzzles4):
     loaded = load_policy(path, mdm4)
     assert loaded.cfg == net.cfg
     assert not loaded.training
+    net.bf16 = loaded.bf16  # the policy runs in its MDM's precision (tested below)
     inp = inputs_from_state(first_state(mdm4, puzzles), mdm4.mask_id, 3)
     with torch.no_grad():
         assert torch.equal(loaded(inp), net(inp))
         assert torch.equal(loaded.log_probs(inp, 0.8), net.log_probs(inp, 0.8))
     meta = json.loads((path / "meta.json").read_text())
     assert meta["mdm_fingerprint"] == mdm4.fingerprint() and meta["note"] == "test"
-    assert torch.equal(load_policy(path)(inp), loaded(inp))  # without an MDM: no check
+    assert torch.equal(load_policy(path, dtype="float32")(inp), loaded(inp))  # no MDM: no check
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("bf16", [False, True])
+def test_policy_runs_in_the_precision_of_its_mdm(tmp_path, puzzles4, bf16):
+    """A checkpoint saved from a bf16 network runs in float32 on a float32 MDM and vice versa:
+    weights are float32 on disk, only the arithmetic follows the MDM (its dtype setting)."""
+    puzzles, _ = puzzles4
+    mdm = make_tiny("sudoku4", seed=0, bf16=bf16)
+    trained = make_net()
+    trained.bf16 = not bf16  # trained in the other precision
+    path = tmp_path / "policy"
+    save_policy(path, trained, mdm.fingerprint(), {})
+    loaded = load_policy(path, mdm)
+    assert loaded.bf16 is bf16
+    twin = make_net()
+    twin.bf16 = bf16
+    inp = inputs_from_state(first_state(mdm, puzzles), mdm.mask_id, None)
+    with torch.no_grad():
+        assert torch.equal(loaded(inp), twin(inp))  # exactly a network built in that precision
+        other = trained(inp)
+        # the two precisions agree to bf16 rounding, and do round differently
+        assert torch.allclose(loaded(inp), other, atol=0.05 * float(other.abs().max()))
+        assert not torch.equal(loaded(inp), other)
+    assert load_policy(path, mdm, dtype="float32").bf16 is False  # an explicit dtype wins
 
 
 def test_load_refuses_a_different_mdm(tmp_path, mdm4):

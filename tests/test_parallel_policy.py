@@ -177,6 +177,7 @@ def test_rollout_log_probs_are_what_the_update_recomputes(mdm4, puzzles4):
     assert torch.equal(traj.nfe, torch.bincount(states.item, minlength=len(puzzles)))
 
 
+@pytest.mark.numerics
 def test_learned_sets_avoid_filling_conflicting_positions_together():
     """On ConflictDenoiser, threshold fills every position in one step and gets half wrong; GRPO
     with a price per MDM call teaches the set policy to fill the a's first and the b's after."""

@@ -77,6 +77,7 @@ def test_pointwise_term_is_logistic_loss_on_masked_positions_of_on_track_states(
     assert abs((both - listwise_only).item() - 2.0 * bce.item()) < 1e-4
 
 
+@pytest.mark.numerics
 def test_any_correct_gradient_moves_mass_onto_right_positions():
     mdm = ChainDenoiser(seq_len=5)
     states = chain_states(mdm, 8)
@@ -99,6 +100,7 @@ def test_any_correct_gradient_moves_mass_onto_right_positions():
     assert right_mass() > before
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("pointwise_weight", [0.0, 1.0])
 def test_correct_pretraining_learns_the_one_right_order_on_the_chain(pointwise_weight):
     mdm = ChainDenoiser(seq_len=6)

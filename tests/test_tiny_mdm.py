@@ -205,6 +205,7 @@ def trained_run(tmp_path_factory):
     return out, meta, records
 
 
+@pytest.mark.numerics
 def test_training_drives_the_loss_down(trained_run):
     out, meta, records = trained_run
     losses = [r["loss"] for r in records]
@@ -354,8 +355,10 @@ def save_tiny(path, model: TinyMDM, task="sudoku4"):
     return path
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("bf16", [False, True])
-def test_checkpoint_round_trip(tmp_path, puzzles4, bf16):
+def test_checkpoint_round_trip(tmp_path, puzzles4, bf16, cpu):
+    cpu(True)  # where bf16 is native, "auto" runs a bf16-trained checkpoint in bf16
     model = make_tiny("sudoku4", seed=12, bf16=bf16)
     save_tiny(tmp_path / "ckpt", model)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
@@ -382,10 +385,12 @@ def test_checkpoint_round_trip(tmp_path, puzzles4, bf16):
     assert torch.equal(a, b) and torch.equal(fa, fb)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("trained_bf16", [False, True])
-def test_dtype_option_runs_the_checkpoint_in_that_precision(tmp_path, puzzles4, trained_bf16):
+def test_dtype_option_runs_the_checkpoint_in_that_precision(tmp_path, puzzles4, trained_bf16, cpu):
     """dtype float32 / bfloat16 overrides the precision the checkpoint was trained in; the
     weights and fingerprint are the same, and each runs exactly as a model built in it."""
+    cpu(True)  # "auto" keeps the trained precision where bf16 is native
     model = make_tiny("sudoku4", seed=14, bf16=trained_bf16)
     save_tiny(tmp_path / "ckpt", model)
     for dtype, bf16 in (("float32", False), ("bfloat16", True), ("auto", trained_bf16)):
@@ -398,6 +403,7 @@ def test_dtype_option_runs_the_checkpoint_in_that_precision(tmp_path, puzzles4, 
     assert linear == {torch.bfloat16 if trained_bf16 else torch.float32}
 
 
+@pytest.mark.numerics
 def test_float32_decoding_does_not_depend_on_the_batch():
     """In float32 the shipped MDM's max-confidence orders are the same decoded alone or in one
     batch. These four validation puzzles are ones whose orders do differ in bf16 on this CPU

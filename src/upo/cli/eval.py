@@ -137,6 +137,7 @@ def open_token_eval(args) -> EvalInputs:
     """A token task on one of upo's own MDMs."""
     from ..io_utils import check_dir_target, check_file_target
     from ..models.registry import is_hf_model, load_mdm
+    from ..policies.learned import policy_dtype
     from ..tasks.registry import TEXT_TASK_NAMES, get_task
 
     if is_hf_model(args.mdm):
@@ -167,7 +168,12 @@ def open_token_eval(args) -> EvalInputs:
         load_eval_data(task, args.data, args.n, args.skip_invalid),
         note=mdm.dtype_note or None,
         # the dtype the MDM ran in: "auto" differs by CPU (upo.models.precision)
-        mdm_fields={"dtype": used_dtype(mdm, args), "dtype_requested": args.dtype or "auto"},
+        mdm_fields={
+            "dtype": used_dtype(mdm, args),
+            "dtype_requested": args.dtype or "auto",
+            # learned policies run in the MDM's precision (upo.policies.learned.policy_dtype)
+            "policy_dtype": policy_dtype(mdm),
+        },
         by_difficulty=True,
         resumable=True,
     )

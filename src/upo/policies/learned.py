@@ -159,6 +159,21 @@ def inputs_from_state(
     )
 
 
+def policy_dtype(mdm: Denoiser | None) -> str:
+    """The arithmetic the policy network runs in: the MDM's own (`mdm.dtype_used`, which
+    `dtype: auto | bfloat16 | float32` decided), so one setting governs both and bf16 is never
+    emulated on a CPU without it. Without an MDM, the same "auto" rule decides. Weights are
+    stored in float32 either way, so a checkpoint trained in one precision runs in the other."""
+    used = getattr(mdm, "dtype_used", None) if mdm is not None else None
+    if used in ("bfloat16", "float32"):
+        return used
+    if used is not None:  # e.g. a float16 Hugging Face model: its features, our float32 head
+        return "float32"
+    from ..models.precision import resolve_dtype
+
+    return resolve_dtype("auto")
+
+
 class PolicyNet(nn.Module):
     def __init__(self, cfg: PolicyConfig, bf16: bool = True):
         super().__init__()
@@ -343,8 +358,9 @@ def is_policy_checkpoint(path) -> bool:
         return False
 
 
-def load_policy(path, mdm: Denoiser | None = None) -> PolicyNet:
-    """Load a policy checkpoint; with `mdm`, refuse one trained on a different MDM."""
+def load_policy(path, mdm: Denoiser | None = None, dtype: str | None = None) -> PolicyNet:
+    """Load a policy checkpoint; with `mdm`, refuse one trained on a different MDM. It runs in
+    `dtype` (bfloat16 or float32), by default the MDM's (`policy_dtype`)."""
     path = Path(path)
     if not path.is_dir():
         raise UpoError(f"{path}: policy checkpoint directory not found")
@@ -364,7 +380,7 @@ def load_policy(path, mdm: Denoiser | None = None) -> PolicyNet:
             raise UpoError(f"{path}: policy was trained on MDM {want}, not on this MDM ({have})")
     # config.json's sizes must describe the stored tensors before they are allocated for real
     check_weights_fit(path / "model.safetensors", lambda: PolicyNet(cfg), f"{path / 'config.json'}")
-    net = PolicyNet(cfg)
+    net = PolicyNet(cfg, bf16=(dtype or policy_dtype(mdm)) == "bfloat16")
     load_weights(net, path / "model.safetensors")
     net.eval()
     return net

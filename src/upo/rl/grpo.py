@@ -44,6 +44,7 @@ from ..policies.learned import (
     is_decision,
     load_policy,
     policy_checkpoint_config,
+    policy_dtype,
 )
 from ..policies.rules import make_rule
 from ..policies.sets import greedy_set, set_log_prob
@@ -255,16 +256,18 @@ def update(
 
 
 def build_policy(cfg: UPOConfig, mdm: Denoiser, ref: Reference) -> PolicyNet:
+    """The policy to train, in the MDM's precision (`policy_dtype`)."""
+    bf16 = policy_dtype(mdm) == "bfloat16"
     if cfg.init == "pretrained":
         net = load_policy(cfg.pretrained, mdm)
         if ref.restrict_topk != net.cfg.restrict_topk:
             net = PolicyNet(
-                PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk})
+                PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk}), bf16
             )
             load_weights(net, Path(cfg.pretrained) / "model.safetensors")
         return net
     fields = {**cfg.policy, "feature_dim": mdm.feature_dim, "restrict_topk": ref.restrict_topk}
-    return PolicyNet(from_dict(PolicyConfig, fields, "config: policy"))
+    return PolicyNet(from_dict(PolicyConfig, fields, "config: policy"), bf16)
 
 
 @dataclass
@@ -379,6 +382,7 @@ def train_upo(
             )
         run.restore(net, opt)
         run.note_dtype("mdm_dtype", mdm.dtype_used)
+        run.note_dtype("policy_dtype", policy_dtype(mdm))
     dist.broadcast_params(net)
     net.train()
     run.open_log()
@@ -396,6 +400,7 @@ def train_upo(
         "optimizer_steps": 0,
         "mdm": cfg.mdm,
         "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
+        "policy_dtype": policy_dtype(mdm),  # follows the MDM's
         "mdm_fingerprint": fingerprint,
         "train_data": cfg.train_data,
         "validation": {},

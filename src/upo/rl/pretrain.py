@@ -42,6 +42,7 @@ from ..policies.learned import (
     PolicyNet,
     is_decision,
     policy_checkpoint_config,
+    policy_dtype,
 )
 from ..policies.resolve import resolve_policy
 from ..stored_chunks import stored_or_computed
@@ -359,7 +360,7 @@ def pretrain_policy(
     t_collect = time.perf_counter() - t0
     # The visits draw from their own generators, never from the global one seeded above, so a
     # resumed run whose states came from disk initialises the network as an uninterrupted one.
-    net = PolicyNet(policy_cfg)
+    net = PolicyNet(policy_cfg, bf16=policy_dtype(mdm) == "bfloat16")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = (len(train_states) + cfg.batch_states - 1) // cfg.batch_states
@@ -368,6 +369,7 @@ def pretrain_policy(
     run.restore(net, opt)  # after an interrupted epoch loop; a fresh run has nothing to restore
     if resume:
         run.note_dtype("mdm_dtype", mdm.dtype_used)
+        run.note_dtype("policy_dtype", policy_dtype(mdm))
     if "generator_state" in run.extra:
         gen.set_state(run.extra["generator_state"])
     first_epoch = int(run.state.get("epoch", 0))
@@ -388,6 +390,7 @@ def pretrain_policy(
             "train_data": cfg.train_data,
             "mdm": cfg.mdm,
             "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
+            "policy_dtype": policy_dtype(mdm),  # follows the MDM's
             "mdm_fingerprint": provenance["mdm_fingerprint"],
             "states": len(train_states),
             **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
