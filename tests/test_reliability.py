@@ -31,7 +31,7 @@ import upo.training.mdm as train_module
 from upo.checkpoint import CHECKPOINT_FILES, load_train_state, prepare_run_dir, save_checkpoint
 from upo.config import from_dict, load_config, to_dict
 from upo.errors import UpoError
-from upo.io_utils import JsonlLog, atomic_write_text, read_jsonl, recover_dir, replace_dir
+from upo.io_utils import SEALED, JsonlLog, atomic_write_text, read_jsonl, recover_dir
 from upo.models.registry import load_mdm
 from upo.policies.learned import PolicyConfig, PolicyNet, load_policy, save_policy
 from upo.rl.grpo import UPOConfig, train_upo
@@ -184,8 +184,11 @@ def assert_clean_run_dir(run: Path) -> None:
 # --- SIGKILL / SIGINT, then --resume -----------------------------------------------------------
 
 
-def start_and_kill(args, run: Path, cwd: Path, sig=signal.SIGKILL, after: float = 0.1) -> str:
-    """Start `upo ARGS`, wait for its first resumable checkpoint, send `sig`; return its stderr."""
+def start_and_kill(
+    args, run: Path, cwd: Path, sig=signal.SIGKILL, after: float = 0.1, meanwhile=None
+) -> str:
+    """Start `upo ARGS`, wait for its first resumable checkpoint, call `meanwhile()` if given,
+    send `sig`; return its stderr."""
     log_path = cwd / f"{run.name}.stderr"
     command = [sys.executable, "-m", "upo.cli", *map(str, args)]
     with open(log_path, "w") as log:
@@ -207,6 +210,8 @@ def start_and_kill(args, run: Path, cwd: Path, sig=signal.SIGKILL, after: float 
                                 f"{log_path.read_text()[-2000:]}")  # fmt: skip
                 assert time.monotonic() < deadline, "no checkpoint within 120 s"
                 time.sleep(0.005)
+            if meanwhile is not None:
+                meanwhile()
             time.sleep(after)  # somewhere inside a later checkpoint interval
             proc.send_signal(sig)
             proc.wait(timeout=60)
@@ -326,29 +331,29 @@ def tiny_net(value: float) -> torch.nn.Linear:
     return net
 
 
-def write_version(run: Path, version: int) -> None:
-    """Checkpoint `version`: every file of it says which version it belongs to."""
+def write_version(run: Path, version: int, final: bool = False) -> None:
+    """Checkpoint `version`: every file of it says which version it belongs to. A final one, as
+    a run's last, has no train_state files."""
     net = tiny_net(float(version))
     opt = torch.optim.AdamW(net.parameters())
     net(torch.ones(1, 3)).sum().backward()
     opt.step()
-    save_checkpoint(
-        run,
-        net,
-        {"version": version},
-        {"version": version},
-        optimizer=opt,
-        train_state={"step": version},
-    )
+    resume = {} if final else {"optimizer": opt, "train_state": {"step": version}}
+    save_checkpoint(run, net, {"version": version}, {"version": version}, **resume)
 
 
-def assert_one_complete_version(run: Path, allowed: set[int]) -> int:
+def assert_one_complete_version(run: Path, allowed: set[int], final: set[int] = frozenset()) -> int:
+    """All files of `run` are one version's, in `allowed`; those in `final` have no train_state."""
     config = json.loads((run / "config.json").read_text())["version"]
     meta = json.loads((run / "meta.json").read_text())["version"]
-    step = json.loads((run / "train_state.json").read_text())["step"]
     weight = load_file(str(run / "model.safetensors"))["weight"]
-    load_file(str(run / "train_state.safetensors"))
-    assert config == meta == step == round(float(weight[0, 0])) and config in allowed
+    assert config == meta == round(float(weight[0, 0])) and config in allowed
+    if config in final:
+        assert not (run / "train_state.json").exists()
+        assert not (run / "train_state.safetensors").exists()
+    else:
+        assert json.loads((run / "train_state.json").read_text())["step"] == config
+        load_file(str(run / "train_state.safetensors"))
     return config
 
 
@@ -366,108 +371,98 @@ def assert_logs_intact(run: Path) -> None:
         assert (run / name).read_text() == text, f"{name} lost"
 
 
-def test_a_kill_at_any_instant_of_a_checkpoint_write_loses_nothing(tmp_path, monkeypatch):
-    """Snapshot the disk before every rename and removal of the second checkpoint's write (what
-    SIGKILL at that instant leaves), then recover each snapshot as the next run would."""
+def disk_images(monkeypatch, parent: Path, write) -> list[Path]:
+    """Copies of `parent` taken before every rename and removal under it while `write()` runs,
+    and one after: what a SIGKILL at each of those instants leaves on disk."""
+    images: list[Path] = []
+    real_replace, real_unlink, real_rmtree = os.replace, os.unlink, shutil.rmtree
+
+    def snapshot(path) -> None:
+        if parent in Path(path).parents:
+            image = parent.with_name(f"image{len(images)}")
+            shutil.copytree(parent, image, symlinks=True)
+            images.append(image)
+
+    def replace(src, dst, *args, **kwargs):
+        snapshot(dst)
+        return real_replace(src, dst, *args, **kwargs)
+
+    def unlink(path, *args, **kwargs):
+        snapshot(path)
+        return real_unlink(path, *args, **kwargs)
+
+    def rmtree(path, *args, **kwargs):
+        snapshot(path)
+        return real_rmtree(path, *args, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(os, "replace", replace)
+        mp.setattr(os, "unlink", unlink)
+        mp.setattr(shutil, "rmtree", rmtree)
+        write()
+    snapshot(parent / "after")
+    return images
+
+
+def sealed(run: Path) -> bool:
+    """Whether a checkpoint write beside `run` had its new checkpoint complete on disk."""
+    return any((stray / SEALED).exists() for stray in run.parent.glob(f".{run.name}.tmp*"))
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_a_kill_at_any_instant_of_a_checkpoint_write_loses_nothing(tmp_path, monkeypatch, final):
+    """Recover each disk image of the second checkpoint's write as the next run would: it holds
+    one complete checkpoint with the run's logs, the new one as soon as that was complete on
+    disk, and never the old one again after the new one (a final checkpoint, which drops the
+    train_state files, too)."""
     parent = tmp_path / "p"
     run = parent / "run"
     write_version(run, 1)
     write_logs(run)
-    images: list[Path] = []
+    images = disk_images(monkeypatch, parent, lambda: write_version(run, 2, final))
+    assert len(images) >= 8  # the json writes, the seal, the moves, the cleanup
 
-    def snapshot():
-        image = tmp_path / f"image{len(images)}"
-        shutil.copytree(parent, image)
-        images.append(image)
-
-    real_replace, real_rmtree = os.replace, shutil.rmtree
-
-    def replace(src, dst):
-        snapshot()
-        return real_replace(src, dst)
-
-    def rmtree(path, *args, **kwargs):
-        if Path(path).parent == parent:
-            snapshot()
-        return real_rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(shutil, "rmtree", rmtree)
-    write_version(run, 2)
-    monkeypatch.undo()
-    snapshot()
-    assert len(images) >= 6  # the json writes, the two directory renames, the log moves, cleanup
-
-    seen = set()
+    versions = []
     for image in images:
         recovered = image / "run"
-        recover_dir(recovered, CHECKPOINT_FILES)
-        seen.add(assert_one_complete_version(recovered, {1, 2}))
+        was_sealed = sealed(recovered)
+        recover_dir(recovered)
+        versions.append(assert_one_complete_version(recovered, {1, 2}, {2} if final else set()))
+        assert versions[-1] == 2 or not was_sealed, f"{image}: complete new checkpoint lost"
         assert_logs_intact(recovered)
         assert sorted(p.name for p in image.iterdir()) == ["run"], image
-    assert seen == {1, 2}
-    assert_one_complete_version(run, {2})
+    assert versions == sorted(versions) and set(versions) == {1, 2}
+    assert_one_complete_version(run, {2}, {2} if final else set())
     assert_logs_intact(run)
 
 
-@pytest.mark.parametrize("at_call", range(1, 9))
+@pytest.mark.parametrize("at_call", range(1, 10))
 def test_an_exception_inside_a_checkpoint_write_leaves_a_complete_checkpoint(
     tmp_path, monkeypatch, at_call
 ):
-    """Ctrl-C (or a full disk) at any rename of a checkpoint write: the previous or the new
-    checkpoint is in place, complete, with its logs, and no temporary directory is left."""
+    """Ctrl-C (or a full disk) at any rename of a checkpoint write: the previous checkpoint is in
+    place, or the new one once it was complete on disk (its files were being moved in), with
+    the logs, and no temporary directory is left."""
     parent = tmp_path / "p"
     run = parent / "run"
     write_version(run, 1)
     write_logs(run)
-    interrupted = False
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(Path(dst))
+        if len(calls) == at_call:
+            raise Interrupt
+        return real_replace(src, dst)
+
     with monkeypatch.context() as mp:
-        interrupt_at(mp, os, "replace", at_call)
-        try:
+        mp.setattr(os, "replace", replace)
+        with pytest.raises(Interrupt):
             write_version(run, 2)
-        except Interrupt:
-            interrupted = True
-    # until the new directory takes the run's name, the old checkpoint is the current one
-    assert_one_complete_version(run, {1} if interrupted else {2})
+    moving_in = calls[at_call - 1].parent == run  # the new checkpoint was sealed by then
+    assert_one_complete_version(run, {2} if moving_in else {1})
     assert_logs_intact(run)
     assert sorted(p.name for p in parent.iterdir()) == ["run"]
-
-
-def test_resume_after_a_kill_between_the_two_renames(tmp_path, monkeypatch):
-    """Killed after the old checkpoint was renamed aside and before the new one took its name:
-    the run directory is missing. --resume finds the last complete checkpoint and finishes."""
-    cfg = from_dict(MDMTrainConfig, mdm_train_config(steps=8, checkpoint_every=2), "test")
-    full = tmp_path / "full"
-    train_mdm(cfg, full)
-    run = tmp_path / "run"
-    with monkeypatch.context() as mp:
-        interrupt_at(mp, train_module, "masked_diffusion_loss", 6)
-        with pytest.raises(Interrupt):
-            train_mdm(cfg, run)
-    # The state a kill between the renames leaves: checkpoint under .old, logs half moved.
-    stray = tmp_path / ".run.tmpkilled"
-    stray.mkdir()
-    os.replace(run, run.with_name("run.old"))
-    os.replace(tmp_path / "run.old" / "metrics.jsonl", stray / "metrics.jsonl")
-    shutil.copy(tmp_path / "run.old" / "config.json", stray / "config.json")
-    assert not run.exists()
-
-    train_mdm(cfg, run, resume=True)
-    same_weights(full, run)
-    assert_clean_run_dir(run)
-    assert_steps_once(read_jsonl(run / "metrics.jsonl"), list(range(1, 9)))
-
-
-def test_replace_dir_keeps_logs_and_drops_stale_checkpoint_files(tmp_path):
-    old, new = tmp_path / "run", tmp_path / ".run.tmpx"
-    old.mkdir()
-    new.mkdir()
-    (old / "train_state.json").write_text("{}")
-    (old / "metrics.jsonl").write_text("log\n")
-    (new / "model.safetensors").write_text("new")
-    replace_dir(new, old, owned=CHECKPOINT_FILES)
-    assert sorted(p.name for p in old.iterdir()) == ["metrics.jsonl", "model.safetensors"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 # --- metrics logs and single files ---------------------------------------------------------------
