@@ -27,6 +27,7 @@ from .errors import UpoError
 from .evaluate import decode_in_batches
 from .models.denoiser import Denoiser
 from .policies.base import Policy
+from .seeds import check_seed
 from .tasks.base import Batch
 
 # A Hub id as transformers spells one: "owner/name" (no other slashes).
@@ -178,6 +179,7 @@ def generate(
         batch_size = 8 if mdm.tokenizer is not None else 64
     if batch_size < 1:
         raise UpoError(f"batch_size must be at least 1, got {batch_size}")
+    seed = check_seed(seed)
     policy = _policy(policy, threshold, mdm)
     as_torch = isinstance(inputs, torch.Tensor)
     if is_text:
@@ -251,6 +253,11 @@ def _token_batch(inputs, attention_mask, mdm: Denoiser, gen_length: int | None):
             raise UpoError("inputs is empty")
         if any(row.ndim != 1 for row in rows):
             raise UpoError("token inputs must be a [batch, length] array or a list of id lists")
+        for i, row in enumerate(rows):
+            # np.asarray turns [1.5, 2] into floats and ["a", 2] into strings: either would be
+            # cast (or fail) inside the padding below instead of being named here.
+            if row.size and not np.issubdtype(row.dtype, np.integer):
+                raise UpoError(f"inputs[{i}]: token ids must be integers, got {row.dtype}")
         longest = max(len(row) for row in rows)
         if any(len(row) != longest for row in rows):
             if attention_mask is not None:

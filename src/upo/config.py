@@ -14,13 +14,11 @@ from pathlib import Path
 import yaml
 
 from .errors import UpoError
+from .seeds import SEED_LIMIT, check_seed  # noqa: F401  (the trainers' configs check seeds here)
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # No setting nests this deep; the limit stops a file of 50,000 `[` before Python's recursion does.
 MAX_DEPTH = 100
-# Seeds reach torch's generators (which take at most 2**64 - 1) as `seed + k` for small k, and
-# numpy's (which refuse negatives); below 2**63 leaves room for the offsets.
-SEED_LIMIT = 2**63
 SHOW_CHARS = 80
 
 _REPR = reprlib.Repr()
@@ -32,12 +30,6 @@ def show(value) -> str:
     deep list) makes an error line, not a screenful. reprlib never builds the full repr."""
     text = _REPR.repr(value)
     return text if len(text) <= SHOW_CHARS else text[: SHOW_CHARS - 3] + "..."
-
-
-def check_seed(seed: int) -> None:
-    """ValueError unless every random generator upo seeds from `seed` accepts it."""
-    if not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {show(seed)}")
 
 
 class _Refused(yaml.YAMLError):

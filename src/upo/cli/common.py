@@ -54,12 +54,3 @@ def run_guarded(func, args) -> int:
             file=sys.stderr,
         )
         return 1
-
-
-def check_seed(seed: int) -> int:
-    """The seed, once numpy and torch can both take it: numpy refuses negative seeds and torch
-    those of more than 64 bits, which would fail only after the work had started."""
-    if not 0 <= seed < 2**64:
-        shown = seed if abs(seed) < 10**30 else f"{str(seed)[:20]}..."
-        raise UpoError(f"--seed {shown}: must be a whole number from 0 to 2**64 - 1")
-    return seed

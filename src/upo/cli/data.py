@@ -8,9 +8,9 @@ import time
 import numpy as np
 
 from ..errors import UpoError
+from ..seeds import FULL_SEED_LIMIT, check_seed
 from ..tasks.sudoku.grid import SPECS
 from ..tasks.sudoku.task import DEFAULT_BLANKS
-from .common import check_seed
 
 # Consecutive draws without a new puzzle before `data make` gives up: far more than normal runs
 # need (about 0.3% of 9x9 draws reach 60 blanks), yet it stops an impossible request.
@@ -109,7 +109,7 @@ def cmd_data_make(args) -> int:
     from ..io_utils import check_file_target
     from ..tasks.registry import get_task
 
-    check_seed(args.seed)
+    check_seed(args.seed, "--seed", FULL_SEED_LIMIT)
     check_file_target(args.out)  # a directory, FIFO or device is refused before any work
     task = get_task(args.task)
     n = parse_count(args.n)

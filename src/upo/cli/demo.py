@@ -4,7 +4,7 @@ the lookahead search too) on fresh puzzles, with a report and figures."""
 from __future__ import annotations
 
 from ..errors import UpoError
-from .common import check_seed
+from ..seeds import FULL_SEED_LIMIT, check_seed
 
 
 def cmd_demo(args) -> int:
@@ -13,7 +13,7 @@ def cmd_demo(args) -> int:
 
     if args.n < 1 or args.threads < 1:
         raise UpoError(f"--n and --threads must be at least 1, got {args.n} and {args.threads}")
-    check_seed(args.seed)
+    check_seed(args.seed, "--seed", FULL_SEED_LIMIT)
     check_dir_target(args.out, "--out")
 
     return run_demo(

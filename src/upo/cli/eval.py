@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import UpoError
+from ..seeds import check_seed
 from ..tasks.base import Batch, Task, TokenTask
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ def run_eval(args) -> int:
     for flag, value in counts:
         if value is not None and value < 1:
             raise UpoError(f"{flag} must be at least 1, got {value}")
+    check_seed(args.seed, "--seed")  # pass@N samples derive seeds seed + 1, seed + 2, ...
     open_eval = open_text_eval if args.task in TEXT_TASK_NAMES else open_token_eval
     # The --json lock, once open_progress takes it, is held to the very end, error or not.
     with contextlib.ExitStack() as held:
