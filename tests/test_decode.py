@@ -10,6 +10,7 @@ import torch
 from conftest import SEQ_LEN, SEQ_MASK, SEQ_PAD, make_puzzles, make_tiny
 from toy_denoiser import ChainDenoiser
 from upo.decode import block_ids, unmask
+from upo.errors import UpoError
 from upo.policies.base import Choice, Policy
 from upo.policies.rules import make_rule
 
@@ -162,8 +163,29 @@ def test_policy_that_chooses_nothing_is_an_error(mdm4, puzzles4):
             none = torch.zeros_like(state.candidates)
             return Choice(none, torch.zeros(none.shape[0]))
 
-    with pytest.raises(RuntimeError, match="lazy"):
+    with pytest.raises(UpoError, match="policy lazy chose no position at step 0"):
         unmask(mdm4, puzzles4[0], Lazy())
+
+
+class NaNModel:
+    """A degenerate MDM: its logits are NaN at every position (as broken weights give)."""
+
+    def __init__(self, mdm):
+        self.mdm = mdm
+
+    def __getattr__(self, name):
+        return getattr(self.mdm, name)
+
+    def forward(self, tokens, attention_mask=None):
+        logits, features = self.mdm.forward(tokens, attention_mask)
+        return torch.full_like(logits, float("nan")), features
+
+    __call__ = forward
+
+
+def test_a_sampled_policy_on_nan_logits_blames_the_model(mdm4, puzzles4):
+    with pytest.raises(UpoError, match="MDM returned NaN or inf logits at step 0.*softmax:1"):
+        unmask(NaNModel(mdm4), puzzles4[0], make_rule("softmax:1"))
 
 
 def test_choices_outside_candidates_are_ignored(mdm4, puzzles4):

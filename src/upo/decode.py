@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import UpoError
 from .models.denoiser import Denoiser
 from .policies.base import Choice, Policy, StepState
 
@@ -122,7 +123,7 @@ def unmask(
         choice = policy.select(state, k, generator)
         chosen = choice.chosen & state.candidates
         if not chosen.any(dim=1).all():
-            raise RuntimeError(f"policy {policy.name} chose no position for some item")
+            raise no_choice_error(policy, logits, state.candidates, step)
         fills = fill_tokens(logits, token_temperature, generator)
         item, pos_idx = chosen.nonzero(as_tuple=True)
         filled_lp = torch.log_softmax(logits[item, pos_idx].float(), dim=-1)
@@ -159,3 +160,20 @@ def unmask(
         nfe=nfe,
         token_loglik=token_loglik,
     )
+
+
+def no_choice_error(policy, logits: torch.Tensor, candidates: torch.Tensor, step: int) -> UpoError:
+    """Why a step chose nothing. A sampled policy draws only among positions of finite
+    log-probability: NaN or inf logits (a degenerate model) leave none, which says more about
+    the MDM than about the policy."""
+    # -inf is a legitimate logit (the mask token's is always -inf); NaN and +inf are not.
+    broken = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=-1)
+    rows = broken & candidates
+    if rows.any():
+        item = int(rows.any(dim=1).nonzero()[0])
+        return UpoError(
+            f"the MDM returned NaN or inf logits at step {step} (item {item} of the batch), so "
+            f"policy {policy.name} had no position to choose; the model's weights or inputs are "
+            "broken"
+        )
+    return UpoError(f"policy {policy.name} chose no position at step {step} for some item")
