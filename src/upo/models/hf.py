@@ -52,12 +52,22 @@ def detect_convention(config) -> str:
     return "masked-lm"
 
 
-def resolve_mask_id(explicit: int | None, config, tokenizer, source: str) -> int:
-    """The mask token id: the explicit argument, else the model config, else the tokenizer."""
+def resolve_mask_id(
+    explicit: int | None, config, tokenizer, source: str, config_file: dict | None = None
+) -> int:
+    """The mask token id: the explicit argument, else the model config, else the tokenizer.
+
+    `config_file`: the config.json the model was loaded from, when there is one. Only a
+    mask_token_id it names counts as the config's: a config class fills in its own default for
+    a missing key (LLaDA's 50256, Dream's 151666), which belongs to no tokenizer in particular,
+    and must not win over the tokenizer's mask token."""
     if explicit is not None:
         return int(explicit)
-    from_config = getattr(config, "mask_token_id", None)
-    if isinstance(from_config, int):
+    if config_file is not None:
+        from_config = config_file.get("mask_token_id")
+    else:  # a config built in memory: what its maker set
+        from_config = getattr(config, "mask_token_id", None)
+    if isinstance(from_config, int) and not isinstance(from_config, bool):
         return from_config
     from_tokenizer = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
     if isinstance(from_tokenizer, int):
@@ -67,6 +77,15 @@ def resolve_mask_id(explicit: int | None, config, tokenizer, source: str) -> int
         f"{'the tokenizer has no mask token' if tokenizer is not None else 'there is no tokenizer'}; "
         "pass mask_id explicitly (LLaDA uses 126336)"
     )
+
+
+def config_file(transformers, path_or_id: str) -> dict:
+    """The keys config.json itself sets (not the config class's defaults for the others)."""
+    try:
+        raw, _ = transformers.PretrainedConfig.get_config_dict(path_or_id)
+    except (OSError, ValueError):  # AutoConfig has just read it: not expected
+        return {}
+    return raw
 
 
 def find_last_layer(model: nn.Module, n_layers: int | None) -> nn.Module:
@@ -125,8 +144,13 @@ def load_tokenizer(path_or_id: str, trust_remote_code: bool = False):
         tokenizer = transformers.PreTrainedTokenizerFast(
             tokenizer_file=str(directory / "tokenizer.json"), **special
         )
-    except Exception:
-        return None
+    except Exception as err:  # the tokenizers library's own errors are plain Exceptions
+        # The directory ships a tokenizer that cannot be read (truncated, not JSON): that is
+        # the error to report, not "this model has no tokenizer" later on.
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UpoError(
+            f"{directory / 'tokenizer.json'}: cannot read the tokenizer ({why:.200})"
+        ) from None
     template = directory / "chat_template.jinja"
     if template.is_file():
         tokenizer.chat_template = template.read_text()
@@ -181,7 +205,12 @@ class HFDenoiser:
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
         self.eos_ids = [i for i in self._eos_ids(model, tokenizer) if i != self.mask_id]
-        self.seq_len = None  # any length
+        self.seq_len = None  # any length up to max_length
+        # The longest sequence the model was built for: longer ones run, but past the positions
+        # it was trained on (or past its position table), so their answers mean nothing.
+        self.max_length = _config_int(
+            config, "max_sequence_length", "max_position_embeddings", "n_positions"
+        )
         self.dtype_note = ""
         if confidence not in CONFIDENCE_MODES:
             raise UpoError(
@@ -228,6 +257,7 @@ class HFDenoiser:
         attention[1, :4] = False
         padded, _ = self.forward(batch.to(self.device), attention.to(self.device))
         alone, _ = self.forward(short[None].to(self.device))
+        self._check_logits(alone)
         a, b = padded[1, 4:].float().cpu(), alone[0].float().cpu()
         finite = torch.isfinite(a) & torch.isfinite(b)
         spread = float(b[finite].std()) if finite.any() else 1.0
@@ -237,6 +267,19 @@ class HFDenoiser:
         self.padding_gap = float((a - b)[finite].abs().mean()) / max(spread, 1e-6)
         self.padding_exact = self.padding_gap < 0.05
         return self.padding_exact
+
+    def _check_logits(self, logits: torch.Tensor) -> None:
+        """Refuse a model whose logits hold NaN or +inf (weights that are NaN or inf, or
+        overflow in its dtype): it would decode garbage without a word. -inf is a legitimate
+        logit (the mask token's is always -inf). Checked on the probe's forward at load, which
+        any NaN weight on the path reaches, instead of scanning billions of weights."""
+        broken = torch.isnan(logits) | torch.isposinf(logits)
+        if bool(broken.any()):
+            raise UpoError(
+                f"{self.name}: the model's logits hold NaN or inf on a test input "
+                f"({int(broken.sum())} of {broken.numel()} values): its weights are damaged or "
+                f"overflow in {self.dtype_used}"
+            )
 
     def _vocab_size(self, config) -> int:
         head = None
@@ -339,6 +382,9 @@ class HFDenoiser:
             # transformers builds a near-empty tokenizer when a directory has no tokenizer
             # files; its ids (a [MASK] among 5 tokens) do not belong to this model.
             tokenizer = None
+        mask_id = resolve_mask_id(
+            mask_id, config, tokenizer, path_or_id, config_file(transformers, path_or_id)
+        )
         if device is not None:
             model = model.to(device)
         denoiser = cls(
@@ -368,6 +414,12 @@ class HFDenoiser:
     def forward(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.max_length is not None and tokens.shape[-1] > self.max_length:
+            raise UpoError(
+                f"{self.name}: a sequence of {tokens.shape[-1]} tokens (prompt and answer) is "
+                f"longer than the {self.max_length} this model takes; shorten the prompt or "
+                "gen_length"
+            )
         out_device = tokens.device
         dev = self.device
         ids = tokens.to(dev)

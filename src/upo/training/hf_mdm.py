@@ -78,7 +78,7 @@ def build_model(cfg: HFMDMTrainConfig):
     """(model, tokenizer, mask id) from the model code directory and the size overrides."""
     import transformers
 
-    from ..models.hf import load_tokenizer, resolve_mask_id
+    from ..models.hf import config_file, load_tokenizer, resolve_mask_id
 
     code = Path(cfg.model_code)
     if not (code / "config.json").is_file():
@@ -105,7 +105,8 @@ def build_model(cfg: HFMDMTrainConfig):
     tokenizer = load_tokenizer(str(code), cfg.trust_remote_code)
     if tokenizer is None:
         raise UpoError(f"model_code: {code} has no tokenizer")
-    return model, tokenizer, resolve_mask_id(None, config, tokenizer, str(code))
+    named = {**config_file(transformers, str(code)), **cfg.model}  # what config.json says
+    return model, tokenizer, resolve_mask_id(None, config, tokenizer, str(code), named)
 
 
 def training_view(model, tokenizer, mask_id: int):
@@ -167,16 +168,18 @@ def validate(model, tokenizer, mask_id, task, val) -> dict:
 
 def export_model(model, tokenizer, code: Path, out: Path, meta: dict) -> None:
     """A Hugging Face model directory at `out`: weights and config by save_pretrained, the
-    model's own code and tokenizer files copied as shipped; published like every checkpoint
-    (io_utils.atomic_dir), replacing all of an earlier export."""
-    from ..io_utils import atomic_dir, write_json
+    model's own code and tokenizer files copied as shipped; swapped into place when complete."""
+    from ..io_utils import write_json
 
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        for f in code.iterdir():
-            if f.is_file() and f.name != "config.json" and not (tmp / f.name).exists():
-                shutil.copy(f, tmp / f.name)
-        write_json(tmp / "upo_training.json", meta)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for f in code.iterdir():
+        if f.is_file() and f.name != "config.json" and not (tmp / f.name).exists():
+            shutil.copy(f, tmp / f.name)
+    write_json(tmp / "upo_training.json", meta)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
 
 
 def train_hf_mdm(
