@@ -133,7 +133,7 @@ def test_reads_the_papers_csv():
         "Solve the following Sudoku puzzle: \n1 3 \n 41 \n2  3\n 3 1\n\n"
     )
     assert len(task.load(FIXTURE, n=1)) == 1
-    with pytest.raises(UpoError, match="record 1 is not a 16-digit 4x4 puzzle/solution"):
+    with pytest.raises(UpoError, match="x.csv: record 1: puzzle has 4 characters, expected 16"):
         task.items([{"Puzzle": "1234", "Solution": "1234"}], "x.csv")
 
 

@@ -288,5 +288,5 @@ def test_task_options_and_binding_errors(mdm):
         get_task("gsm8k").load(FIXTURES / "gsm8k.jsonl")
     with pytest.raises(UpoError, match="need an MDM with a tokenizer"):
         get_task("gsm8k").bind(HFDenoiser(TinyLladaModel(TinyLladaConfig())))
-    with pytest.raises(UpoError, match="not a 16-digit"):
+    with pytest.raises(UpoError, match="x: record 1: puzzle has 2 characters, expected 16"):
         get_task("sudoku4-text").bind(mdm).items([{"puzzle": "12", "solution": "34"}], "x")

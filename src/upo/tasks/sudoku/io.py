@@ -163,6 +163,18 @@ def _check(
     return puzzle, solution, several
 
 
+def check_record(puzzle_text: str, solution_text: str, spec: SudokuSpec) -> str | None:
+    """Why one puzzle/solution record is invalid (None when it is valid), judged as
+    `load_puzzles(..., allow_multiple=True)` judges a line: for records that come from elsewhere
+    than a puzzle file (a Parquet file, a `datasets` split). A valid stated solution proves the
+    puzzle solvable, so no solver runs."""
+    try:
+        _check(puzzle_text, solution_text, spec, check_unique=False, allow_multiple=True)
+    except BadLine as err:
+        return str(err)
+    return None
+
+
 def _check_solution(solution_text: str, puzzle: np.ndarray, spec: SudokuSpec) -> np.ndarray:
     """The stated solution's tokens, once it is a valid grid that keeps the puzzle's givens."""
     try:

@@ -88,5 +88,5 @@ def gsm8k_prediction(text: str) -> Fraction | None:
 def digits(text: str, n: int) -> list[int] | None:
     """The first n digits of the text (or of its <answer> tag); None if there are fewer."""
     body = answer_tag(text)
-    found = [int(c) for c in re.findall(r"\d", body if body is not None else text)]
+    found = [int(c) for c in re.findall(r"[0-9]", body if body is not None else text)]
     return found[:n] if len(found) >= n else None

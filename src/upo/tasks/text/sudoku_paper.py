@@ -28,7 +28,7 @@ import numpy as np
 from ...errors import UpoError
 from ..base import Batch
 from .encoding import chat_text, pad_id, uses_chat
-from .task import TextTask, sudoku4_record
+from .task import TextTask, sudoku4_record, sudoku4_records
 
 # The paper's instruction block, word for word (its typos "raw" and "Firth" included), since the
 # frozen model's answers depend on the exact prompt.
@@ -75,7 +75,8 @@ def answer_digits(text: str) -> str:
     found = ANSWER.findall(text)
     if not found:
         return "0" * 16
-    digits = "".join(c for c in found[-1].strip() if c.isdigit())
+    # ASCII digits only: str.isdigit() also takes '²' or '٣', which int() then refuses.
+    digits = "".join(c for c in found[-1].strip() if c in "0123456789")
     return (digits + "0" * 16)[:16]
 
 
@@ -97,6 +98,9 @@ class Sudoku4Paper(TextTask):
     # The instruction block before the puzzle; None: the paper's, word for word. Only for
     # models trained here (the CPU toy pipeline trains on a one-line instruction).
     instructions: str | None = None
+
+    def records(self, path):
+        return sudoku4_records(path, self.name)
 
     def items(self, records, source):
         out = []

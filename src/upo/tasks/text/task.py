@@ -94,8 +94,11 @@ class TextTask:
         # No token-level reference answer exists for free text: answers are -1 everywhere.
         return Batch(tokens, np.full_like(tokens, -1), attention, meta)
 
+    def records(self, path) -> list[dict]:
+        return read_records(path, self.name)
+
     def load(self, path, n: int | None = None) -> Batch:
-        records = read_records(path, self.name)
+        records = self.records(path)
         items = self.items(records, path)
         if n is not None:
             items = items[:n]
@@ -172,13 +175,45 @@ class MATH500(TextTask):
         return ok, float(ok)
 
 
+def sudoku4_records(path, name: str) -> list[dict]:
+    """The records of a 4x4 puzzle file for the text tasks. A local puzzle file (JSONL, CSV,
+    plain text) is read by the Sudoku loader itself, the one `upo data check` runs, so both
+    accept and refuse the same files with the same line numbers; puzzles with several solutions
+    are kept, as these tasks score against the file's Solution. Other sources (Parquet, a JSON
+    array, `hf:` datasets) are read as records and checked one by one (sudoku4_record)."""
+    from ..sudoku.grid import SPECS, decode
+    from ..sudoku.io import load_puzzles
+
+    local = Path(str(path))
+    if (
+        str(path).startswith("hf:")
+        or not local.is_file()
+        or local.suffix.lower()
+        in (
+            ".parquet",
+            ".json",
+        )
+    ):
+        return read_records(path, name)
+    data = load_puzzles(local, SPECS["sudoku4"], check_unique=True, allow_multiple=True)
+    return [
+        {"puzzle": decode(p), "solution": decode(s)} for p, s in zip(data.puzzles, data.solutions)
+    ]
+
+
 def sudoku4_record(row: dict, source, index: int) -> tuple[str, str]:
-    """(puzzle, solution) of a 4x4 record: our JSONL's fields or the public CSV's columns."""
+    """(puzzle, solution) of a 4x4 record: our JSONL's fields or the public CSV's columns,
+    checked by the Sudoku loader's own rules (upo.tasks.sudoku.io.check_record): ASCII digits
+    1-4 (0 or . for a blank), no repeated digit, a valid solution that keeps the givens."""
+    from ..sudoku.grid import SPECS
+    from ..sudoku.io import check_record
+
     puzzle = str(record_field(row, ("puzzle", "Puzzle", "quizzes"), source, index)).strip()
     solution = str(record_field(row, ("solution", "Solution", "solutions"), source, index)).strip()
-    if not (len(puzzle) == len(solution) == 16 and (puzzle + solution).isdigit()):
-        raise UpoError(f"{source}: record {index + 1} is not a 16-digit 4x4 puzzle/solution")
-    return puzzle, solution
+    why = check_record(puzzle, solution, SPECS["sudoku4"])
+    if why is not None:
+        raise UpoError(f"{source}: record {index + 1}: {why}")
+    return puzzle.replace(".", "0"), solution
 
 
 @dataclass
@@ -189,6 +224,9 @@ class Sudoku4Text(TextTask):
     name: str = "sudoku4-text"
     gen_length: int = 32
     block_length: int | None = None
+
+    def records(self, path):
+        return sudoku4_records(path, self.name)
 
     def items(self, records, source):
         out = []
