@@ -77,6 +77,9 @@ def parse_args(kwargs: dict) -> dict:
         raise UpoError(f"model_args: unknown argument {unknown[0]!r}; valid: {', '.join(ARGS)}")
     if given.get("pretrained") is None:
         raise UpoError("model_args: pretrained=DIR_OR_HUB_ID (the Hugging Face MDM) is required")
+    if isinstance(given["pretrained"], str) and not given["pretrained"].strip():
+        # An empty path would be read as the current directory.
+        raise UpoError("model_args: pretrained= is empty; give the MDM's directory or Hub id")
     out = {}
     for name, (types, default) in ARGS.items():
         value = given.get(name, default)
@@ -87,7 +90,7 @@ def parse_args(kwargs: dict) -> dict:
         out[name] = value
     size = out["batch_size"]
     if isinstance(size, str):
-        if not size.isdigit():
+        if not (size.isascii() and size.isdigit()):  # '²'.isdigit() is True; int('²') fails
             raise UpoError(
                 f"batch_size {size!r}: give a number (upo does not search for a batch size)"
             )

@@ -428,14 +428,22 @@ RUN_KINDS = (
 )
 
 
+NO_CURVE = "the records have no reward_mean, train_loss or loss"
+
+
+def run_kind(records: Sequence[Mapping]) -> tuple[str, str, str] | None:
+    """The RUN_KINDS entry whose main curve the records hold; None when they hold none."""
+    return next((k for k in RUN_KINDS if any(k[0] in r for r in records)), None)
+
+
 def training_curves(records: Sequence[Mapping], path: str | Path, title: str = "") -> Path:
     """The curves of a training run from its metrics records (`read_metrics`): the training
     signal (a UPO run's mean rollout reward and solve rate, a pre-training or MDM run's loss),
     raw and smoothed, and beside it every validation metric logged (a UPO run's validation solve
     rate against max-confidence's on the same items)."""
-    kind = next((k for k in RUN_KINDS if any(k[0] in r for r in records)), None)
+    kind = run_kind(records)
     if kind is None:
-        raise UpoError("training_curves: the records have no reward_mean, train_loss or loss")
+        raise UpoError(f"training_curves: {NO_CURVE}")
     key, what, xlabel = kind
     validation = _validation_series(records)
     fig, axes = plt.subplots(

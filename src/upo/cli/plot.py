@@ -10,7 +10,7 @@ from ..errors import UpoError
 
 def cmd_plot(args) -> int:
     from ..io_utils import check_file_target
-    from ..plots import read_metrics, training_curves
+    from ..plots import NO_CURVE, read_metrics, run_kind, training_curves
 
     run = Path(args.run)
     if not run.exists():
@@ -19,6 +19,9 @@ def cmd_plot(args) -> int:
     out = Path(args.out) if args.out else folder / "training_curves.png"
     check_file_target(out)
     records = read_metrics(run)
+    if run_kind(records) is None:  # said here, where the file's name is known
+        metrics = run / "metrics.jsonl" if run.is_dir() else run
+        raise UpoError(f"{metrics}: no training curve to draw ({NO_CURVE})")
     training_curves(records, out, title=folder.name or str(folder))
     print(f"wrote {out} ({len(records)} records of {run})", file=sys.stderr)
     return 0
