@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 import subprocess
@@ -21,25 +20,19 @@ from safetensors.torch import load_file, save_file
 from torch.overrides import TorchFunctionMode
 
 from .errors import UpoError
-from .io_utils import (
-    fresh_tmp_dir,
-    os_reason,
-    read_json,
-    recover_dir,
-    replace_dir,
-    usual_mode,
-    write_json,
-)
+from .io_utils import atomic_dir, os_reason, read_json, recover_dir, write_json
 
 CHECKPOINT_FILES = frozenset(
     {"config.json", "model.safetensors", "meta.json", "train_state.safetensors", "train_state.json"}
 )
 # Everything a run directory may hold: the checkpoint, its logs, the states `policy pretrain` keeps
 # until it completes and the model `mdm train-hf` exports. Anything else means --out names a
-# directory that is not a upo run, which a checkpoint swap would rename aside.
+# directory that is not a upo run, whose files checkpoint writes must not replace or remove.
 RUN_ENTRIES = CHECKPOINT_FILES | {"metrics.jsonl", "tensorboard", "visited", "model"}
-# What atomic_write_bytes leaves beside a run file when a kill lands mid-write (mkstemp's name).
-_LEFTOVER_TMP = re.compile(r"^\.(?P<name>.+)\.\w+\.tmp$")
+# What a kill mid-write leaves beside a run entry: atomic_write_bytes' mkstemp name
+# (.metrics.jsonl.k2j4_x9a.tmp) or atomic_dir's mkdtemp one (.model.tmpk2j4_x9a, the Hugging
+# Face model `mdm train-hf` exports into OUT/model).
+_LEFTOVER_TMP = re.compile(r"^\.(?P<name>.+)\.(\w+\.tmp|tmp\w+)$")
 
 # safetensors' own limit: a longer header is refused by its reader as well.
 MAX_HEADER_BYTES = 100_000_000
@@ -92,37 +85,28 @@ def save_checkpoint(
     train_state: dict | None = None,
     extra_tensors: dict | None = None,
 ) -> None:
-    """Write the whole directory to a temporary sibling, then swap it into place."""
+    """Write the checkpoint's files into a temporary sibling, then publish them at `out_dir`
+    (io_utils.atomic_dir: a reader always finds a complete checkpoint there, and a kill never
+    loses a complete new one)."""
     out_dir = Path(out_dir)
-    tmp = fresh_tmp_dir(out_dir)
     try:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        write_json(tmp / "config.json", config)
-        write_json(tmp / "meta.json", meta)
-        if optimizer is not None:
-            tensors, groups = _optimizer_tensors(optimizer)
-            tensors.update(extra_tensors or {})
-            save_file(tensors, str(tmp / "train_state.safetensors"))
-            write_json(tmp / "train_state.json", {**(train_state or {}), **groups})
-        mode = usual_mode()
-        for written in tmp.iterdir():  # on disk before the directory swap makes them current
-            written.chmod(mode)  # safetensors writes its files private (0600)
-            with open(written, "rb") as f:
-                os.fsync(f.fileno())
-        replace_dir(tmp, out_dir, owned=CHECKPOINT_FILES)
-    except BaseException as err:
-        # Interrupted part-way (Ctrl-C, disk full): put the last complete checkpoint and the
-        # logs already moved into `tmp` back in place, then drop `tmp`.
-        recover_dir(out_dir, CHECKPOINT_FILES)
-        if isinstance(err, SafetensorError | OSError | UpoError):
-            # a full disk, a quota, a permission: one line naming --out, not the temporary
-            reason = os_reason(err) if not isinstance(err, UpoError) else str(err).split("(")[-1]
-            raise UpoError(
-                f"{out_dir}: cannot write a checkpoint ({reason.rstrip(')')}); the last complete "
-                "one is kept, --resume continues from it"
-            ) from None
-        raise
+        with atomic_dir(out_dir, owned=CHECKPOINT_FILES) as tmp:
+            state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"))
+            write_json(tmp / "config.json", config)
+            write_json(tmp / "meta.json", meta)
+            if optimizer is not None:
+                tensors, groups = _optimizer_tensors(optimizer)
+                tensors.update(extra_tensors or {})
+                save_file(tensors, str(tmp / "train_state.safetensors"))
+                write_json(tmp / "train_state.json", {**(train_state or {}), **groups})
+    except (SafetensorError, OSError, UpoError) as err:
+        # a full disk, a quota, a permission: one line naming --out, not the temporary
+        reason = os_reason(err) if not isinstance(err, UpoError) else str(err).split("(")[-1]
+        raise UpoError(
+            f"{out_dir}: cannot write a checkpoint ({reason.rstrip(')')}); the last complete "
+            "one is kept, --resume continues from it"
+        ) from None
 
 
 def checkpoint_json(ckpt_dir: str | Path, name: str) -> dict:
@@ -294,8 +278,8 @@ def prepare_run_dir(out_dir: Path, train_config: dict, resume: bool) -> dict | N
     when training should go ahead; raises UpoError for a directory that cannot be used.
     """
     out_dir = Path(out_dir)
-    check_run_target(out_dir)  # before recover_dir, which renames and removes things
-    recover_dir(out_dir, CHECKPOINT_FILES)
+    check_run_target(out_dir)  # before recover_dir, which moves and removes files
+    recover_dir(out_dir)
     if not resume:
         if (out_dir / "model.safetensors").exists():
             raise UpoError(
@@ -321,9 +305,10 @@ def check_same_config(out_dir: Path, train_config: dict) -> None:
 
 
 def check_run_target(out_dir: Path) -> None:
-    """Refuse an --out that is not a run directory: checkpoint writes swap the whole directory
-    (rename it aside, rename the new one in), which must never happen to the current directory,
-    one above it, the home directory, or a directory holding anything but a upo run."""
+    """Refuse an --out that is not a run directory: checkpoint writes replace and remove the
+    checkpoint's files in it and put temporaries beside it, which must never happen in the
+    current directory, one above it, the home directory, or a directory holding anything but a
+    upo run."""
     resolved = out_dir.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:

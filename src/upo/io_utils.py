@@ -224,63 +224,134 @@ def read_json(path: str | Path, missing: str | None = None) -> dict:
     return data
 
 
-def replace_dir(tmp_dir: Path, final_dir: Path, owned: frozenset[str] = frozenset()) -> None:
-    """Swap a fully written temporary directory into place.
+# What a checkpoint directory write puts last into its complete temporary directory, listing the
+# files to move in. From then on the new checkpoint is on disk in full: a run killed while moving
+# it into place has the next one finish the move (recover_dir) instead of throwing it away.
+SEALED = ".sealed.json"
 
-    The old directory is renamed aside first, so at every instant either the old or the new
-    complete directory exists under a known name.
+
+def real_dir(path: str | Path) -> Path:
+    """`path`, or the directory it leads to when it is a symlink. upo writes into a linked run
+    directory: its temporaries go beside the real one (a rename cannot cross file systems) and
+    the user's link is left as it is, pointing at the updated directory."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+@contextlib.contextmanager
+def atomic_dir(final_dir: str | Path, owned: frozenset[str] | None = None) -> Iterator[Path]:
+    """A fresh temporary directory beside `final_dir` to write a checkpoint's files into (plain
+    files); leaving the block makes them the checkpoint at `final_dir`. Every checkpoint
+    directory upo writes goes through here.
+
+    `final_dir` stays a real directory that is never renamed nor missing (users pass it around,
+    and its logs live in it): its files are replaced one by one with os.replace, each atomic,
+    config.json last. So a reader finds every file whole, the old or the new version, and finds
+    a checkpoint's config.json only once the other files are there. The config.json of every
+    checkpoint of one run describes the same model, so the weights a reader loads always fit it.
+
+    The temporary is sealed (SEALED) once its files are fsynced and before the first one moves:
+    a kill before the seal leaves the old checkpoint untouched, a kill after it leaves a complete
+    new checkpoint that recover_dir finishes moving in. Names in `owned` (None: every name) that
+    the old checkpoint has and the new one lacks are removed after the moves; anything else in
+    `final_dir` (metrics.jsonl, tensorboard/) stays where it is.
     """
-    final_dir = Path(final_dir)
-    old = final_dir.with_name(final_dir.name + ".old")
-    recover_dir(final_dir, owned, keep=tmp_dir)
-    if final_dir.exists():
-        os.replace(final_dir, old)
-        # Files the checkpoint does not write itself (metrics.jsonl, tensorboard/) move over to
-        # the new directory, one atomic rename each, so a run's logs survive every checkpoint.
-        # Names in `owned` belong to the checkpoint: an old one the new one lacks is dropped.
-        for entry in old.iterdir():
-            if entry.name not in owned and not (tmp_dir / entry.name).exists():
-                os.replace(entry, tmp_dir / entry.name)
-    os.replace(tmp_dir, final_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    final_dir = real_dir(final_dir)
+    recover_dir(final_dir)  # an earlier write's leftovers go first: they are older than this one
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.tmp"))
+    try:
+        yield tmp
+        _move_in(tmp, final_dir, _seal(tmp, final_dir, owned))
+    except BaseException:
+        # Ctrl-C or a full disk: an unsealed temporary is dropped, a sealed one moved in.
+        with contextlib.suppress(OSError):
+            recover_dir(final_dir)
+        raise
 
 
-def recover_dir(
-    final_dir: Path, owned: frozenset[str] = frozenset(), keep: Path | None = None
-) -> None:
-    """Undo what a replace_dir killed part-way (SIGKILL, power cut) left behind.
+def _seal(tmp: Path, final_dir: Path, owned: frozenset[str] | None) -> dict:
+    names = sorted(entry.name for entry in tmp.iterdir())
+    names.sort(key=lambda name: name == "config.json")  # last: readers recognise a checkpoint by it
+    mode = usual_mode()
+    for name in names:
+        os.chmod(tmp / name, mode)  # safetensors and mkstemp write private files (0600)
+        _fsync(tmp / name)
+    old = sorted(entry.name for entry in final_dir.iterdir()) if final_dir.is_dir() else []
+    stale = [name for name in old if (owned is None or name in owned) and name not in names]
+    plan = {"files": names, "stale": stale}
+    atomic_write_text(tmp / SEALED, json.dumps(plan) + "\n")
+    _fsync(tmp, directory=True)
+    return plan
 
-    Killed between its two renames, `final_dir` is missing and `<final_dir>.old` holds the last
-    complete checkpoint: put it back. Logs already moved into a temporary sibling move back too.
-    Leftover temporary siblings (other than `keep`) and a stale `.old` are then removed.
-    Several processes of one run may do this at once: a path another one moved is skipped.
-    """
-    final_dir = Path(final_dir)
-    old = final_dir.with_name(final_dir.name + ".old")
-    if old.is_dir() and not final_dir.exists():
+
+def _move_in(tmp: Path, final_dir: Path, plan: dict) -> None:
+    """Move a sealed checkpoint's files into `final_dir`. Repeating it after a kill, or several
+    processes of one run doing it at once, is harmless: a file already moved is skipped."""
+    final_dir.mkdir(exist_ok=True)
+    for name in plan["files"]:
         with contextlib.suppress(FileNotFoundError):
-            os.replace(old, final_dir)
+            os.replace(tmp / name, final_dir / name)
+    for name in plan["stale"]:
+        stale = final_dir / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    _fsync(final_dir, directory=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some file systems cannot fsync a directory; a file must reach disk
+            raise
+    finally:
+        os.close(fd)
+
+
+def recover_dir(final_dir: str | Path) -> None:
+    """Finish what a checkpoint write killed part-way (SIGKILL, power cut) left beside
+    `final_dir`: a sealed temporary is moved in, so the complete new checkpoint is kept; an
+    unsealed one is removed (the old checkpoint was not touched yet). Every run does this before
+    it reads or writes its directory."""
+    final_dir = real_dir(final_dir)
     if not final_dir.parent.is_dir():
         return
     for stray in final_dir.parent.glob(f".{final_dir.name}.tmp*"):
-        if not stray.is_dir() or (keep is not None and stray == Path(keep)):
+        if not stray.is_dir():
             continue
-        with contextlib.suppress(FileNotFoundError):
-            for entry in stray.iterdir() if final_dir.is_dir() else ():
-                if entry.name not in owned and not (final_dir / entry.name).exists():
-                    os.replace(entry, final_dir / entry.name)
-        shutil.rmtree(stray, ignore_errors=True)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        plan = _sealed_plan(stray)
+        if plan is None:
+            shutil.rmtree(stray, ignore_errors=True)
+        else:
+            _move_in(stray, final_dir, plan)
 
 
-def fresh_tmp_dir(final_dir: Path) -> Path:
-    final_dir = Path(final_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.tmp"))
-    tmp.chmod(usual_mode(directory=True))
-    return tmp
+def _sealed_plan(tmp: Path) -> dict | None:
+    """The moves a sealed temporary lists; None when it is not sealed (or the list is not one
+    upo wrote: names must stay inside the directories)."""
+    try:
+        plan = json.loads((tmp / SEALED).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    lists = [plan.get(key) for key in ("files", "stale")] if isinstance(plan, dict) else [None]
+    for names in lists:
+        if not isinstance(names, list) or not all(_plain_name(n) for n in names):
+            return None
+    return plan
+
+
+def _plain_name(name) -> bool:
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\0" not in name
+    )
 
 
 class JsonlLog:

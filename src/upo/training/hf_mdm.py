@@ -168,18 +168,16 @@ def validate(model, tokenizer, mask_id, task, val) -> dict:
 
 def export_model(model, tokenizer, code: Path, out: Path, meta: dict) -> None:
     """A Hugging Face model directory at `out`: weights and config by save_pretrained, the
-    model's own code and tokenizer files copied as shipped; swapped into place when complete."""
-    from ..io_utils import write_json
+    model's own code and tokenizer files copied as shipped; published like every checkpoint
+    (io_utils.atomic_dir), replacing all of an earlier export."""
+    from ..io_utils import atomic_dir, write_json
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    for f in code.iterdir():
-        if f.is_file() and f.name != "config.json" and not (tmp / f.name).exists():
-            shutil.copy(f, tmp / f.name)
-    write_json(tmp / "upo_training.json", meta)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        for f in code.iterdir():
+            if f.is_file() and f.name != "config.json" and not (tmp / f.name).exists():
+                shutil.copy(f, tmp / f.name)
+        write_json(tmp / "upo_training.json", meta)
 
 
 def train_hf_mdm(
