@@ -11,7 +11,18 @@ The public API (upo.api):
 `upo.Denoiser` is the protocol a model must satisfy to be decoded (docs/models.md).
 """
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's), never a second copy of it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("upo")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = ["Denoiser", "GenerateOutput", "__version__", "generate", "load_mdm", "load_policy"]
 

@@ -16,9 +16,11 @@ __all__ = ["build_parser", "main", "run_guarded"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
     from . import data, demo, eval, mdm, plot, policy
 
     parser = Parser(prog="upo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"upo {__version__}")
     sub = parser.add_subparsers(dest="group", required=True)
     for group in (mdm, demo, data, eval, policy, plot):  # the order `upo --help` lists them in
         group.register(sub)
