@@ -8,10 +8,12 @@ from .common import command_line
 def cmd_mdm_train(args) -> int:
     from ..config import load_config
     from ..training.mdm import MDMTrainConfig, train_mdm
+    from ..training.run import claim_run_dir
 
     overrides = {"steps": args.steps, "threads": args.threads, "dtype": args.dtype}
     cfg = load_config(MDMTrainConfig, args.config, overrides)
-    meta = train_mdm(cfg, args.out, resume=args.resume, command=command_line())
+    with claim_run_dir(args.out) as out:
+        meta = train_mdm(cfg, out, resume=args.resume, command=command_line())
     print(f"wrote {args.out}: {meta['steps']} steps, validation {meta['validation']}")
     return 0
 
@@ -19,9 +21,11 @@ def cmd_mdm_train(args) -> int:
 def cmd_mdm_train_hf(args) -> int:
     from ..config import load_config
     from ..training.hf_mdm import HFMDMTrainConfig, train_hf_mdm
+    from ..training.run import claim_run_dir
 
     cfg = load_config(HFMDMTrainConfig, args.config, {"steps": args.steps, "threads": args.threads})
-    meta = train_hf_mdm(cfg, args.out, resume=args.resume, command=command_line())
+    with claim_run_dir(args.out) as out:
+        meta = train_hf_mdm(cfg, out, resume=args.resume, command=command_line())
     print(f"wrote {meta['model']}: {meta['steps']} steps, validation {meta['validation']}")
     return 0
 

@@ -11,6 +11,7 @@ from .common import command_line
 def cmd_pretrain(args) -> int:
     from ..config import from_dict, load_yaml
     from ..rl.pretrain import PretrainConfig, pretrain_policy
+    from ..training.run import claim_run_dir
 
     data = load_yaml(args.config)
     data.update(
@@ -18,7 +19,8 @@ def cmd_pretrain(args) -> int:
     )
     with_mdm_dtype(data, args.dtype)
     cfg = from_dict(PretrainConfig, data, str(args.config))
-    meta = pretrain_policy(cfg, args.out, resume=args.resume, command=command_line())
+    with claim_run_dir(args.out) as out:
+        meta = pretrain_policy(cfg, out, resume=args.resume, command=command_line())
     print(
         f"wrote {args.out}: held-out agreement with {meta['pretrained_on']} {meta['held_out_agreement']:.3f}"
     )
@@ -35,6 +37,7 @@ def with_mdm_dtype(data: dict, dtype: str | None) -> None:
 def cmd_train(args) -> int:
     from ..config import from_dict, load_yaml
     from ..rl.grpo import UPOConfig, train_upo
+    from ..training.run import claim_run_dir
 
     overrides = {
         "reference": args.reference,
@@ -54,9 +57,10 @@ def cmd_train(args) -> int:
         data.update(max_steps=args.max_steps, steps=None)
     with_mdm_dtype(data, args.dtype)
     cfg = from_dict(UPOConfig, data, str(args.config))
-    meta = train_upo(
-        cfg, args.out, resume=args.resume, command=command_line(), report_to=args.report_to
-    )
+    with claim_run_dir(args.out) as out:
+        meta = train_upo(
+            cfg, out, resume=args.resume, command=command_line(), report_to=args.report_to
+        )
     print(
         f"wrote {args.out}: {meta.get('steps')} steps, validation {meta.get('validation')}",
         file=sys.stderr,

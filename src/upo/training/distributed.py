@@ -11,12 +11,18 @@ import torch
 from ..errors import UpoError
 
 
+def process_rank() -> int:
+    """This process's place among those torchrun / accelerate started (0 when alone): process 0
+    is the one that writes the run directory."""
+    return int(os.environ.get("RANK", "0"))
+
+
 class Distributed:
     """Prompts split across processes (accelerate launch / torchrun), gradients averaged."""
 
     def __init__(self):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.rank = process_rank()
         if self.world == 1 and int(os.environ.get("ACCELERATE_NUM_PROCESSES", "1")) > 1:
             print(
                 "upo: warning: accelerate asked for several processes but only one started; on CPU use "

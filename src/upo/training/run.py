@@ -20,13 +20,16 @@ maths plus a short loop:
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import (
+    check_run_target,
     checkpoint_json,
     git_commit,
     load_train_state,
@@ -34,7 +37,29 @@ from ..checkpoint import (
     prepare_run_dir,
     save_checkpoint,
 )
-from ..io_utils import JsonlLog
+from ..io_utils import JsonlLog, output_lock, real_dir, recover_dir
+from .distributed import process_rank
+
+
+@contextlib.contextmanager
+def claim_run_dir(out: str | Path) -> Iterator[Path]:
+    """What a training command holds for its whole run: its --out, ready to train in.
+
+    A symlink is resolved once, here: the run writes into the directory it points to, and the
+    link stays a link. The directory is refused when it cannot be a run's (check_run_target),
+    then locked (output_lock, the lock `upo eval --json` takes): a second upo run on it would
+    interleave metrics.jsonl and overwrite the first one's checkpoints, so it is refused at
+    once. Under the lock, what a killed checkpoint write left is finished (recover_dir) before
+    the trainer looks at the directory. With several processes (torchrun / accelerate) all run
+    the command and process 0 alone writes OUT, so it alone locks and recovers.
+    """
+    out_dir = real_dir(out)
+    check_run_target(out_dir)
+    main = process_rank() == 0
+    with output_lock(out_dir if main else None):
+        if main:
+            recover_dir(out_dir)
+        yield out_dir
 
 
 @dataclass
