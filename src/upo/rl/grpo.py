@@ -54,6 +54,7 @@ from ..training.distributed import Distributed, check_prompt_split
 from ..training.reporting import reporter_opener
 from ..training.run import Run
 from .grpo_config import DEFAULT_ROUNDS, UPOConfig
+from .loss_options import advantages, ce_to_ties, mdm_torch_dtype, policy_ratio, tied_top
 from .references import Reference, make_reference
 from .rollout import States, collect
 
@@ -63,13 +64,16 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ROUNDS", "UPOConfig", "train_upo", "update"]
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool) -> torch.Tensor:
-    """A = r - mean over the group of samples of the same prompt (optionally / group std)."""
-    r = rewards.view(-1, group_size)
-    adv = r - r.mean(1, keepdim=True)
-    if scale:
-        adv = adv / (r.std(1, keepdim=True) + 1e-6)
-    return adv.reshape(-1)
+def group_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    scale: bool,
+    eps: float = 1e-6,
+    zero_flat: bool = False,
+) -> torch.Tensor:
+    """A = r - mean over the group of samples of the same prompt (optionally / (group std + eps),
+    flat groups set to 0 with `zero_flat`: see loss_options.advantages)."""
+    return advantages(rewards, group_size, scale, eps, zero_flat)
 
 
 def per_item_sum(values: torch.Tensor, item: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -131,7 +135,11 @@ def chunk_log_probs(
     if s.chosen_set is None:
         logp_all = net.log_probs(inp, temperature)
         new = logp_all.gather(1, s.action[:, None]).squeeze(1)
-        ref_nll = -logp_all.gather(1, s.ref_choice[:, None]).squeeze(1) if ce else None
+        ref_nll = None
+        if ce and s.ref_ties is not None:  # ce_ties: model-dtype
+            ref_nll = ce_to_ties(logp_all, s.ref_ties)
+        elif ce:
+            ref_nll = -logp_all.gather(1, s.ref_choice[:, None]).squeeze(1)
         agree = logp_all.argmax(1) == s.ref_choice
         return logp_all, new, ref_nll, agree
     scores, keep = net.heads(inp)
@@ -222,10 +230,10 @@ def update(
         total, clipped, reg_value, ent, agree = 0.0, 0.0, 0.0, 0.0, 0.0
         for k, idx in enumerate(bounds):
             s = states.take(idx)
-            logp_all, new, ref_nll, agrees = chunk_log_probs(net, s, cfg.temperature, ref)
+            logp_all, new, ref_nll, agrees = chunk_log_probs(net, s, cfg.loss_temperature, ref)
             if inner == 0:
                 old[idx] = new.detach()
-            ratio = torch.exp(new - old[idx])
+            ratio = policy_ratio(new, old[idx], cfg.log_ratio_clamp)
             loss, reg = chunk_objective(
                 s, ref_nll, new, old[idx], ratio, adv, weight[idx], ref_traj, ref, cfg
             )
@@ -313,6 +321,11 @@ def load_setting(cfg: UPOConfig) -> Setting:
     if val is not None and len(val) < cfg.val_n:
         raise UpoError(f"{cfg.val_data}: has {len(val)} items, val_n is {cfg.val_n}")
     val = val.select(np.arange(cfg.val_n)) if val is not None else None
+    if net.chooses_sets and cfg.ce_ties == "model-dtype":
+        raise UpoError(
+            "ce_ties 'model-dtype' is a one-position target; a set policy (policy keep_above) "
+            "needs ce_ties: argmax"
+        )
     if net.chooses_sets and ref.regulariser == "kl":
         raise UpoError(
             f"reference {ref.name}: a set policy (policy keep_above) is regularised towards a "
@@ -348,6 +361,11 @@ def rollout(s: Setting, cfg: UPOConfig, round_: int) -> tuple[Batch, Trajectory,
     if s.net.cfg.certain_above is not None:
         # gated near-certain cells are not decisions: keep only the states that are
         states = states.take(is_decision(states.inputs))
+    if cfg.ce_ties == "model-dtype":
+        # the authors' cross-entropy target: every position tied at the top once the top-1
+        # probabilities are rounded as the MDM computes them
+        dtype = mdm_torch_dtype(getattr(s.mdm, "dtype_used", None))
+        states.ref_ties = tied_top(states.inputs.top_probs[..., 0], states.inputs.allowed, dtype)
     if cfg.feature_cache == "cpu":
         states.inputs.features = states.inputs.features.cpu()
     return batch, traj, states, time.perf_counter() - start
@@ -424,7 +442,9 @@ def train_upo(
         rewards = torch.from_numpy(reward_of(batch, outputs)).float()
         # each MDM call costs: one knob trades accuracy for speed (set policies)
         rewards = rewards - cfg.nfe_cost * traj.nfe.cpu().float()
-        adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
+        adv = group_advantages(
+            rewards, cfg.group_size, cfg.scale_rewards, cfg.scale_rewards_eps, cfg.zero_std_groups
+        )
         first_opt = cfg.optimizer_steps_before(round_)
         lrs = [cfg.lr_at(round_, first_opt + i) for i in range(cfg.inner_steps_in(round_))]
         net.train()

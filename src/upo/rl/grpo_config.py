@@ -42,6 +42,21 @@ class UPOConfig:
     # Sudoku reward; "partial_credit" is the same), or "solved" (1 for a fully right item)
     reward: str = "cell_acc"
     scale_rewards: bool = False  # divide advantages by the group std
+    # With scale_rewards: the advantage is (r - mean) / (group std + scale_rewards_eps) [1e-4,
+    # TRL's], and with zero_std_groups a group whose std is exactly 0 gets advantage 0 [true]:
+    # the mean of equal rewards can round, leaving a residue that the division would blow up.
+    scale_rewards_eps: float = 1e-6
+    zero_std_groups: bool = False
+    # The temperature of the log-probabilities in the loss (ratio, KL, cross-entropy). None: the
+    # rollout `temperature`, the distribution the positions were actually sampled from (upo's:
+    # an exact importance ratio). [1.0: the authors' code samples at 0.8 but scores softmax(s)]
+    logprob_temperature: float | None = None
+    # Clamp the log of the policy ratio to +-this before exp [10]; None: no clamp.
+    log_ratio_clamp: float | None = None
+    # The cross-entropy target of the `confidence` reference: "argmax" (one-hot on the float32
+    # argmax of the top-1 probability; upo's) or "model-dtype" (uniform over every position tied
+    # at the maximum once the top-1 probabilities are rounded to the MDM's dtype [the authors'])
+    ce_ties: str = "argmax"
     # How a trajectory's per-step terms add up: "sum" (the paper's code) or "mean" (divided by
     # the trajectory's step count). Both the policy-gradient term and the regulariser follow it
     # (CE per step; the KL estimator's per-step score terms), so beta weighs the regulariser
@@ -84,6 +99,7 @@ class UPOConfig:
             raise ValueError(
                 f"reward must be 'cell_acc' (or 'partial_credit') or 'solved', got {self.reward!r}"
             )
+        self._validate_loss_options()
         if self.step_aggregation not in ("mean", "sum"):
             raise ValueError("step_aggregation must be 'mean' or 'sum'")
         if self.group_size < 2:
@@ -113,6 +129,32 @@ class UPOConfig:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if min(self.eval_every, self.checkpoint_every, self.threads, self.val_n) < 1:
             raise ValueError("eval_every, checkpoint_every, threads and val_n must be >= 1")
+
+    def _validate_loss_options(self) -> None:
+        if not self.scale_rewards_eps >= 0:
+            raise ValueError(f"scale_rewards_eps must be >= 0, got {self.scale_rewards_eps}")
+        if self.logprob_temperature is not None and not self.logprob_temperature >= 1e-6:
+            raise ValueError(
+                f"logprob_temperature must be at least 1e-06 (or null: the rollout temperature), "
+                f"got {self.logprob_temperature:g}"
+            )
+        if self.log_ratio_clamp is not None and not self.log_ratio_clamp > 0:
+            raise ValueError(f"log_ratio_clamp must be > 0 (or null), got {self.log_ratio_clamp}")
+        if self.ce_ties not in ("argmax", "model-dtype"):
+            raise ValueError(f"ce_ties must be 'argmax' or 'model-dtype', got {self.ce_ties!r}")
+        if self.ce_ties == "model-dtype" and self.reference != "confidence":
+            # ties are defined on the top-1 probability, the confidence rule's score
+            raise ValueError(
+                f"ce_ties 'model-dtype' is the max-confidence target; reference is "
+                f"{self.reference!r}, use reference: confidence or ce_ties: argmax"
+            )
+
+    @property
+    def loss_temperature(self) -> float:
+        """The temperature of every log-probability in the loss."""
+        if self.logprob_temperature is None:
+            return self.temperature
+        return self.logprob_temperature
 
     @property
     def rollout_rounds(self) -> int:
@@ -147,10 +189,21 @@ class UPOConfig:
         out = to_dict(self)
         if self.nfe_cost == 0:
             del out["nfe_cost"]
+        # the loss options came later: left out at upo's defaults, so older runs still resume
+        for name, default in LOSS_OPTION_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
         if self.max_steps is None:
             out["steps"] = self.rollout_rounds
             del out["max_steps"]
         return out
 
 
-DEFAULT_ROUNDS = 100  # rollout rounds when a config gives neither steps nor max_steps
+DEFAULT_ROUNDS = 100
+LOSS_OPTION_DEFAULTS = {
+    "scale_rewards_eps": 1e-6,
+    "zero_std_groups": False,
+    "logprob_temperature": None,
+    "log_ratio_clamp": None,
+    "ce_ties": "argmax",
+}  # rollout rounds when a config gives neither steps nor max_steps

@@ -39,6 +39,9 @@ class States:
     # at the same state; None for one-position policies, whose `action` says it all.
     chosen_set: torch.Tensor | None = None
     ref_set: torch.Tensor | None = None
+    # [N, L] the positions tied at the top of the reference's score, when the cross-entropy
+    # target spreads over ties (UPOConfig.ce_ties: model-dtype); None: one-hot on ref_choice
+    ref_ties: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.item)
