@@ -299,3 +299,37 @@ def test_a_run_with_every_paper_loss_option(tmp_path, monkeypatch):
     assert meta["complete"]
     ties = seen[0]
     assert ties is not None and ties.any(1).all()  # every state has a target
+
+
+# --- the reward's space rule (sudoku4-paper) ------------------------------------------------
+
+PUZZLE, SOLUTION = "1030041020030301", "1234341221434321"  # 8 blanks: cells 1 3 4 7 9 10 12 14
+SPACED = "\n<answer>\n1 34\n3412\n2143\n4321\n</answer>"  # the solution, blank 1 left a space
+
+
+@pytest.mark.parametrize(
+    "spaces, digits, cell_acc",
+    [
+        # digits only: the 15 digits slide one cell left from cell 1, one 0 pads the end; of the
+        # 8 blanks only cell 7 still matches (2 = 2), so 1/8
+        ("drop", "1343412214343210", 1 / 8),
+        # the space is a 0 in place: only blank 1 is wrong, 7/8
+        ("zero", "1034341221434321", 7 / 8),
+    ],
+)
+def test_space_rule_by_hand(spaces, digits, cell_acc):
+    from upo.tasks.registry import get_task
+    from upo.tasks.text.sudoku_paper import answer_digits
+
+    assert answer_digits(SPACED, spaces) == digits
+    task = get_task("sudoku4-paper", {"spaces": spaces})
+    assert task.score(SPACED, {"puzzle": PUZZLE, "solution": SOLUTION}) == (False, cell_acc)
+
+
+def test_space_rule_default_is_upos_and_bad_values_are_one_line():
+    from upo.tasks.registry import get_task
+
+    assert get_task("sudoku4-paper").spaces == "drop"
+    with pytest.raises(UpoError) as err:
+        get_task("sudoku4-paper", {"spaces": "keep"})
+    assert "spaces must be one of drop, zero" in str(err.value) and "\n" not in str(err.value)

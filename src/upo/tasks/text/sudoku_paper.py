@@ -69,9 +69,17 @@ def answer_template(puzzle: str, mask_token: str, end_of_turn: str) -> str:
     return f"\n<answer>{grid_lines(puzzle, mask_token)}</answer>{end_of_turn}"
 
 
-def answer_digits(text: str) -> str:
+SPACE_RULES = ("drop", "zero")
+
+
+def answer_digits(text: str, spaces: str = "drop") -> str:
     """The paper's reading of an answer: the digits inside the last <answer>...</answer>, padded
-    with 0 or cut to 16."""
+    with 0 or cut to 16. `spaces`: "drop" (upo's) keeps digits only, so a blank the model filled
+    with a space shifts every later digit one cell left; "zero" (the authors' training code)
+    first removes newlines and reads every space as the digit 0, a wrong cell that keeps the
+    later digits in place."""
+    if spaces == "zero":
+        text = text.replace("\n", "").replace(" ", "0")
     found = ANSWER.findall(text)
     if not found:
         return "0" * 16
@@ -98,6 +106,16 @@ class Sudoku4Paper(TextTask):
     # The instruction block before the puzzle; None: the paper's, word for word. Only for
     # models trained here (the CPU toy pipeline trains on a one-line instruction).
     instructions: str | None = None
+    # How the reward reads a space inside the answer: "drop" (upo's: digits only) or "zero" (the
+    # authors' code: a space is the digit 0, so later digits keep their cells). See answer_digits.
+    spaces: str = "drop"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.spaces not in SPACE_RULES:
+            raise UpoError(
+                f"{self.name}: spaces must be one of {', '.join(SPACE_RULES)}, got {self.spaces!r}"
+            )
 
     def records(self, path):
         return sudoku4_records(path, self.name)
@@ -191,7 +209,7 @@ class Sudoku4Paper(TextTask):
     def score(self, text, item):
         from ..sudoku.grid import SPECS, solved_batch
 
-        digits = answer_digits(text)
+        digits = answer_digits(text, self.spaces)
         cell = blank_accuracy(digits, item["puzzle"], item["solution"])
         puzzle = np.array([int(c) for c in item["puzzle"]])
         grid = np.array([int(c) for c in digits])
