@@ -333,3 +333,22 @@ def test_space_rule_default_is_upos_and_bad_values_are_one_line():
     with pytest.raises(UpoError) as err:
         get_task("sudoku4-paper", {"spaces": "keep"})
     assert "spaces must be one of drop, zero" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_paper_config_sets_the_authors_choices():
+    """configs/llada-sudoku4-paper.yaml: every option of this file at the authors' value, and its
+    task options build the task (the training reward reads spaces as 0)."""
+    from pathlib import Path
+
+    from upo.tasks.registry import get_task
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "llada-sudoku4-paper.yaml"
+    cfg = load_config(UPOConfig, path)
+    assert (cfg.temperature, cfg.loss_temperature, cfg.log_ratio_clamp) == (0.8, 1.0, 10.0)
+    assert (cfg.reference, cfg.ce_ties, cfg.step_aggregation) == (
+        "confidence",
+        "model-dtype",
+        "sum",
+    )
+    assert (cfg.scale_rewards, cfg.scale_rewards_eps, cfg.zero_std_groups) == (False, 1e-4, True)
+    assert get_task(cfg.task, cfg.task_options).spaces == "zero"
