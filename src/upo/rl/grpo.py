@@ -7,7 +7,9 @@ One rollout round:
  2. rewards per trajectory (fraction of blanks right, or solved), advantages r - mean_group(r);
  3. `inner_steps` optimiser steps on the cached states: clipped ratio objective per unmasking
     step plus beta times the regulariser (cross-entropy to one-hot references, the clipped-weight
-    score-function KL estimator to stochastic ones).
+    score-function KL estimator to stochastic ones). Where the UPO authors' code computes these
+    differently (the loss's temperature, a log-ratio clamp, the CE target's ties, the std-scaling
+    rule) UPOConfig has an option, upo's way by default: loss_options.py, docs/paper-recipe.md.
 
 Budgets count as in TRL's GRPOTrainer, which the paper used: `max_steps` counts optimiser steps,
 and a rollout batch serves `inner_steps` (TRL's num_iterations) of them. The older `steps` counts
