@@ -384,11 +384,16 @@ def test_refused_runs_leave_existing_outputs_untouched(files, capsys, tmp_path):
     assert tree_digest(tmp_path) == before
 
 
-def test_demo_outside_the_repository_names_the_missing_checkpoint(capsys, tmp_path, monkeypatch):
+def test_demo_without_shipped_files_names_the_missing_checkpoint(capsys, tmp_path, monkeypatch):
+    """An install stripped of its shipped files (upo.assets finds none): one line naming what
+    is missing, and nothing written. With them, the demo runs anywhere (tests/test_demo.py)."""
+    from upo import assets
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(assets, "shipped_root", lambda: None)
     code, err = run(capsys, "demo", "--n", "1", "--out", tmp_path / "report")
     assert code == 2
-    assert_one_error_line(err, ["checkpoints/sudoku9-mdm", "not found"])
+    assert_one_error_line(err, ["sudoku9-mdm", "not found", "ships none"])
     assert not (tmp_path / "report").exists()
 
 

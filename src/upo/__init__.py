@@ -4,8 +4,8 @@ The public API (upo.api):
 
     import upo
 
-    mdm = upo.load_mdm("checkpoints/sudoku9-mdm")          # or "GSAI-ML/LLaDA-8B-Instruct", ...
-    policy = upo.load_policy("checkpoints/sudoku9-policy", mdm)
+    mdm = upo.load_mdm("sudoku9-mdm")          # shipped by name, a directory, or "GSAI-ML/LLaDA-8B-Instruct"
+    policy = upo.load_policy("sudoku9-policy", mdm)
     out = upo.generate(mdm, tokens_or_prompts, policy=policy)   # out.tokens / .texts, .order, .nfe
 
 `upo.Denoiser` is the protocol a model must satisfy to be decoded (docs/models.md).

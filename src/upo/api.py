@@ -2,8 +2,8 @@
 
     import upo
 
-    mdm = upo.load_mdm("checkpoints/sudoku9-mdm")                 # or a Hugging Face MDM
-    policy = upo.load_policy("checkpoints/sudoku9-policy", mdm)   # or "confidence", "margin", ...
+    mdm = upo.load_mdm("sudoku9-mdm")                 # shipped by name, a directory, or a Hugging Face MDM
+    policy = upo.load_policy("sudoku9-policy", mdm)   # or "confidence", "margin", a directory, ...
     out = upo.generate(mdm, puzzles, policy=policy)               # tokens [B, L], mask_id to fill
     out.tokens, out.order, out.nfe
 
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .assets import find as find_shipped
+from .assets import hint as shipped_hint
 from .errors import UpoError
 from .evaluate import decode_in_batches
 from .models.denoiser import Denoiser
@@ -71,7 +73,8 @@ def load_mdm(
 ) -> Denoiser:
     """An MDM behind upo's Denoiser protocol.
 
-    `name_or_path`: one of upo's own checkpoint directories (`checkpoints/sudoku9-mdm`), a
+    `name_or_path`: one of upo's own checkpoint directories, or a shipped one by name
+    (`sudoku9-mdm`, `sudoku4-mdm`, ...; a local directory of that name wins), a
     Hugging Face model directory, a Hub id (`GSAI-ML/LLaDA-8B-Instruct`), or `hf:` + either.
     The keywords are transformers' own: `dtype` ("auto", "bfloat16", "float32", ...),
     `device` (Hugging Face models; default: where transformers loads them, the CPU),
@@ -84,7 +87,7 @@ def load_mdm(
     from .models.registry import is_hf_model
     from .models.registry import load_mdm as load_checkpoint
 
-    path = str(name_or_path)
+    path = find_shipped(str(name_or_path), "checkpoints")  # `sudoku9-mdm`; a local dir wins
     hub_id = not path.startswith("hf:") and not Path(path).exists() and bool(HUB_ID.match(path))
     if is_hf_model(path) or hub_id:
         hf_options = {"trust_remote_code": trust_remote_code, "dtype": dtype, **options}
@@ -98,6 +101,7 @@ def load_mdm(
     if not Path(path).is_dir():
         raise UpoError(
             f"{path}: no such MDM checkpoint directory (a Hub id is written owner/name, or hf:ID)"
+            + shipped_hint(path, "checkpoints", "-mdm")
         )
     hf_only = {"trust_remote_code": trust_remote_code, "mask_id": mask_id, **options}
     given = sorted(name for name, value in hf_only.items() if value not in (None, False))
@@ -112,8 +116,8 @@ def load_mdm(
 def load_policy(name_or_path: str | Path | Policy, mdm: Denoiser) -> Policy:
     """An unmasking policy for `mdm`: a hand rule by name ("confidence", "margin", "entropy",
     "random", "left-to-right", "topk-random:K", "softmax:TAU", "threshold:P", "eb:GAMMA", ...),
-    the search "lookahead:K[:GATE[:DEPTH]]", or a learned policy's checkpoint directory (greedy;
-    `DIR@T` samples it at temperature T). A learned policy must have been trained on this MDM.
+    the search "lookahead:K[:GATE[:DEPTH]]", or a learned policy's checkpoint directory or
+    shipped name such as "sudoku9-policy" (greedy; `DIR@T` samples it at temperature T). A learned policy must have been trained on this MDM.
     A Policy object is returned as it is."""
     if isinstance(name_or_path, Policy):
         return name_or_path

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .assets import find, hint, shipped_files
 from .errors import UpoError
 from .evaluate import evaluate_policy, markdown_table
 from .io_utils import atomic_write_text, check_file_target, write_json
@@ -55,17 +56,18 @@ SEARCH_NOTE = (
 )
 
 
-# The other shipped tasks: (task, MDM, learned policy, held-out file). Each is shown when its MDM
-# and file are present; their held-out files are the committed test splits (the Sudoku part makes
-# fresh puzzles instead because its generator makes unique puzzles quickly).
+# The other shipped tasks: (task, MDM, learned policy, held-out file), each a shipped name or a
+# path (upo.assets), so that the demo runs from any directory. Each is shown when its MDM and file
+# are present; their held-out files are the committed test splits (the Sudoku part makes fresh
+# puzzles instead because its generator makes unique puzzles quickly).
 OTHER_TASKS = [
     (
         "addition",
-        "checkpoints/addition-mdm",
-        "checkpoints/addition-policy",
-        "data/addition-carry-test.jsonl",  # on random digits every order solves ~99%
+        "addition-mdm",
+        "addition-policy",
+        "addition-carry-test.jsonl",  # on random digits every order solves ~99%
     ),
-    ("zebra4", "checkpoints/zebra-mdm", "checkpoints/zebra-policy", "data/zebra4-test.jsonl"),
+    ("zebra4", "zebra-mdm", "zebra-policy", "zebra4-test.jsonl"),
 ]
 OTHER_RULES = ["random", "left-to-right", "confidence", "margin", "entropy"]
 
@@ -87,10 +89,14 @@ def other_task_plan(n: int) -> list[tuple[str, str, list[str], str, int]]:
     """(task, MDM, policy names, held-out file, items) of each other shipped task present."""
     plan = []
     for name, mdm_path, policy_path, data_path in OTHER_TASKS:
-        if not (Path(mdm_path).is_dir() and Path(data_path).is_file()):
+        if not (
+            Path(find(mdm_path, "checkpoints")).is_dir() and Path(find(data_path, "data")).is_file()
+        ):
             continue
-        names = OTHER_RULES + ([policy_path] if Path(policy_path).is_dir() else [])
-        items = min(n, len(get_task(name).load(data_path)))
+        names = OTHER_RULES + (
+            [policy_path] if Path(find(policy_path, "checkpoints")).is_dir() else []
+        )
+        items = min(n, len(get_task(name).load(find(data_path, "data"))))
         plan.append((name, mdm_path, names, data_path, items))
     return plan
 
@@ -105,7 +111,7 @@ def other_task_tables(
     for name, mdm_path, names, data_path, items in other_task_plan(n):
         task = get_task(name)
         mdm = load_mdm(mdm_path, options={"dtype": dtype})
-        batch = task.load(data_path).select(np.arange(items))
+        batch = task.load(find(data_path, "data")).select(np.arange(items))
         results = []
         for policy_name in names:
             policy = resolve_policy(policy_name, mdm)
@@ -161,8 +167,8 @@ def run_demo(
     n: int = 200,
     blanks: tuple[int, int] = (52, 58),
     seed: int = 2026,
-    mdm_path: str = "checkpoints/sudoku9-mdm",
-    policy_path: str = "checkpoints/sudoku9-policy",
+    mdm_path: str = "sudoku9-mdm",
+    policy_path: str = "sudoku9-policy",
     threads: int = 2,
     dtype: str = "auto",
     search: bool = False,
@@ -172,16 +178,18 @@ def run_demo(
     for name in OUTPUT_FILES:
         check_file_target(out_dir / name)
     task = get_task("sudoku9")
-    if not Path(mdm_path).is_dir():
-        raise UpoError(f"{mdm_path}: shipped MDM not found (run from the repository root)")
+    if not Path(find(mdm_path, "checkpoints")).is_dir():
+        raise UpoError(f"{mdm_path}: shipped MDM not found{hint(mdm_path, 'checkpoints', '-mdm')}")
     mdm = load_mdm(mdm_path, options={"dtype": dtype})
     start = time.perf_counter()
-    # Never evaluate on a puzzle the policy trained on: exclude every puzzle file under data/.
-    exclude = existing_puzzles(sorted(Path("data").glob("sudoku9-*.jsonl")))
+    # Never evaluate on a puzzle the policy trained on: exclude every shipped Sudoku puzzle file
+    # (the repository's data/, or the wheel's copy of it), wherever the demo runs from.
+    exclude = existing_puzzles(shipped_files("data", "sudoku9-*.jsonl"))
     with tqdm(total=n, desc="make held-out puzzles", file=sys.stderr) as bar:
         batch = task.generate(n, blanks, seed, exclude=exclude, progress=bar.update)
     task.write(out_dir / "heldout.jsonl", batch)
-    learned = [policy_path] if Path(policy_path).is_dir() else []
+    policy_dir = Path(find(policy_path, "checkpoints"))
+    learned = [policy_path] if policy_dir.is_dir() else []
     # The search costs about 4 greedy decodes: only with `upo demo --search`.
     names = RULES + learned + [FEWER_CALLS] + ([SEARCH] if search else [])
     # One bar over every puzzle the demo decodes, all tables included, so its ETA is the demo's;
@@ -224,9 +232,9 @@ def run_demo(
         f"{r.policy}:\n```\n{order_text(r.order[item], task.grid_side)}\n```" for r in shown
     )
     curves = ""
-    if learned and (Path(policy_path) / "metrics.jsonl").is_file():
+    if learned and (policy_dir / "metrics.jsonl").is_file():
         training_curves(
-            read_metrics(policy_path), out_dir / "training_curves.png", Path(policy_path).name
+            read_metrics(policy_dir), out_dir / "training_curves.png", Path(policy_path).name
         )
         curves = (
             f"\nHow `{policy_path}` was trained (`upo plot {policy_path}` draws this for any "

@@ -83,7 +83,9 @@ class EvalInputs:
 
 
 def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
-    batch = task.load(path, skip_invalid=skip_invalid)
+    from ..assets import find
+
+    batch = task.load(find(path, "data"), skip_invalid=skip_invalid)  # or a shipped file by name
     if len(batch) == 0:
         raise UpoError(f"{path}: no items to evaluate")
     if n is not None:
@@ -416,25 +418,34 @@ def open_progress(args, mdm, names: list[str], held: contextlib.ExitStack):
 
 
 def register(sub) -> None:
+    from ..assets import names
+
+    # The shipped files by name, so that the help says what works without a path.
+    checkpoints = names("checkpoints")
+    mdms = ", ".join(n for n in checkpoints if n.endswith("-mdm")) or "none in this install"
+    policies = ", ".join(n for n in checkpoints if not n.endswith("-mdm")) or "none"
     p = sub.add_parser("eval", help="evaluate unmasking policies")
     p.add_argument("--task", required=True)
     p.add_argument(
         "--mdm",
         required=True,
-        help="MDM checkpoint directory; for text tasks a Hugging Face MDM (hf:HUB_ID or hf:DIR)",
+        help=f"MDM checkpoint directory, or a shipped MDM by name ({mdms}; a local directory of "
+        "that name wins); for text tasks a Hugging Face MDM (hf:HUB_ID or hf:DIR)",
     )
     p.add_argument(
         "--data",
         required=True,
-        help="puzzles (JSONL, CSV or plain text); text tasks: JSONL / JSON / Parquet / CSV, or "
-        "hf:NAME[:CONFIG]:SPLIT with the datasets package",
+        help="puzzles (JSONL, CSV or plain text), or a shipped puzzle file by name "
+        "(e.g. sudoku4-test.jsonl; a local file of that name wins); text tasks: JSONL / JSON / "
+        "Parquet / CSV, or hf:NAME[:CONFIG]:SPLIT with the datasets package",
     )
     p.add_argument(
         "--policies",
         default="random,confidence,margin,entropy",
         help="comma-separated: random, confidence, margin, entropy, topk-random:K, softmax:TAU, "
         "left-to-right, threshold:P, the search lookahead:K[:GATE[:DEPTH]], a policy checkpoint "
-        "directory, or DIR@T to sample it at temperature T",
+        f"directory or a shipped policy by name ({policies}; a local directory of that name "
+        "wins), or DIR@T to sample it at temperature T",
     )
     p.add_argument("--n", type=int, help="evaluate only the first N items")
     p.add_argument("--batch-size", type=int, help="default: 64, or 8 for text tasks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..assets import find
 from ..errors import UpoError
 
 
@@ -12,11 +13,16 @@ def cmd_plot(args) -> int:
     from ..io_utils import check_file_target
     from ..plots import NO_CURVE, read_metrics, run_kind, training_curves
 
-    run = Path(args.run)
+    run = Path(find(args.run, "checkpoints"))  # or a shipped checkpoint by name
     if not run.exists():
         raise UpoError(f"{run}: no such training run directory or metrics file")
     folder = run if run.is_dir() else run.parent
-    out = Path(args.out) if args.out else folder / "training_curves.png"
+    if args.out:
+        out = Path(args.out)
+    elif str(run) != args.run:  # a shipped checkpoint: never write into the installed package
+        out = Path(f"{args.run}-training_curves.png")
+    else:
+        out = folder / "training_curves.png"
     check_file_target(out)
     records = read_metrics(run)
     if run_kind(records) is None:  # said here, where the file's name is known
@@ -32,6 +38,14 @@ def register(sub) -> None:
         "plot",
         help="draw a training run's curves (reward, loss, validation) from its metrics.jsonl",
     )
-    p.add_argument("run", metavar="DIR", help="a training run directory, or its metrics.jsonl")
-    p.add_argument("--out", help="the PNG to write (default: DIR/training_curves.png)")
+    p.add_argument(
+        "run",
+        metavar="DIR",
+        help="a training run directory, its metrics.jsonl, or a shipped checkpoint by name",
+    )
+    p.add_argument(
+        "--out",
+        help="the PNG to write (default: DIR/training_curves.png; NAME-training_curves.png here "
+        "for a shipped checkpoint)",
+    )
     p.set_defaults(func=cmd_plot)

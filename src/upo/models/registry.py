@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..assets import find as find_shipped
+from ..assets import hint as shipped_hint
 from ..checkpoint import (
     check_shapes,
     checkpoint_json,
@@ -74,13 +76,15 @@ def check_hf_options(options: dict) -> None:
 
 
 def load_mdm(path: str | Path, threads: int | None = None, options: dict | None = None):
-    """A Denoiser: upo's own MDM checkpoint, or a Hugging Face model (`hf:` + Hub id or
+    """A Denoiser: upo's own MDM checkpoint (a directory, or a shipped one by name such as
+    `sudoku9-mdm`; a local directory of that name wins), or a Hugging Face model (`hf:` + Hub id or
     directory, or a transformers directory) loaded with `options` (trust_remote_code, dtype,
     device, mask_id, convention: see upo.models.hf.HFDenoiser.from_pretrained). upo's own MDM
     takes one option, dtype: auto (as trained where bf16 is native, else float32; see
     upo.models.precision), bfloat16 or float32. The dtype used is `model.dtype_used`."""
     if threads:
         torch.set_num_threads(threads)
+    path = find_shipped(path, "checkpoints")  # a shipped MDM by name: `sudoku9-mdm`
     if is_hf_model(path):
         from .hf import HFDenoiser
 
@@ -100,7 +104,9 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
         )
     path = Path(path)
     if not path.is_dir():
-        raise UpoError(f"{path}: MDM checkpoint directory not found")
+        raise UpoError(
+            f"{path}: MDM checkpoint directory not found{shipped_hint(str(path), 'checkpoints', '-mdm')}"
+        )
     cfg_json = checkpoint_json(path, "config.json")
     kind = cfg_json.get("kind", "tiny")
     if kind != "tiny":
@@ -124,6 +130,7 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
 def check_mdm_task(path: str | Path, task: str) -> None:
     """Refuse an MDM checkpoint trained for another task. The task is the checkpoint's metadata
     (config.json), not the model's: a Hugging Face MDM serves any text task and names none."""
+    path = find_shipped(path, "checkpoints")
     if is_hf_model(path):
         return
     trained_for = checkpoint_json(Path(path), "config.json").get("task")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..assets import find as find_shipped
 from ..errors import UpoError
 from ..models.denoiser import Denoiser
 from .base import Policy
@@ -16,10 +17,14 @@ def resolve_policy(name: str, mdm: Denoiser) -> Policy:
     """A rule name, a policy checkpoint directory (greedy: the highest score), DIR@T: the
     checkpoint's policy sampled at temperature T, e.g. for `upo eval --pass-at N`, or the
     trial-decode search `lookahead:K[:GATE[:DEPTH]]` (it needs the MDM, so it is not a plain
-    rule). A rule name wins over a directory of the same name; write ./NAME for the directory."""
-    if not _is_rule_name(name) and Path(name).exists():
-        return load_learned(name, mdm, None)
+    rule). A rule name wins over a directory of the same name; write ./NAME for the directory.
+    A shipped policy is named without a path (`sudoku9-policy`); a local directory of that name
+    wins over it."""
+    local = find_shipped(name, "checkpoints")
+    if not _is_rule_name(name) and Path(local).exists():
+        return load_learned(local, mdm, None)
     path, at, temperature = name.rpartition("@")
+    path = find_shipped(path, "checkpoints")
     if at and path and Path(path).exists():
         try:
             t = float(temperature)
@@ -37,8 +42,8 @@ def resolve_policy(name: str, mdm: Denoiser) -> Policy:
         if looks_like_path:
             raise UpoError(f"{name}: policy checkpoint directory not found") from None
         raise UpoError(
-            f"{err}; valid: {', '.join(RULE_NAMES)}, lookahead:K[:GATE[:DEPTH]] or a policy "
-            "checkpoint directory"
+            f"{err}; valid: {', '.join(RULE_NAMES)}, lookahead:K[:GATE[:DEPTH]], a policy "
+            "checkpoint directory or a shipped policy by name"
         ) from None
 
 
