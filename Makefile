@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-kernels test-slow lint format demo reproduce bench clean
+.PHONY: setup test test-kernels test-slow test-min lint format demo reproduce bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pyproject.toml declares ranges; constraints.txt is the one exact set CI tests (torch==2.13.0,
+# the CPU build, included: it must be in the same pip command, or pip fetches a CUDA build).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 test: setup
@@ -27,6 +29,16 @@ test-kernels: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
+# The suite against the lowest versions pyproject.toml declares (not in CI): a separate venv,
+# installed with constraints that pin each declared lower bound (scripts/lowest_constraints.py).
+MIN_VENV := .venv-min
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(PYTHON) scripts/lowest_constraints.py > $(MIN_VENV)/constraints-min.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-input -c $(MIN_VENV)/constraints-min.txt -e ".[dev]"
+	$(MIN_VENV)/bin/python -m pip list --disable-pip-version-check
+	$(MIN_VENV)/bin/python -m pytest $(MIN_TESTS)
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts experiments/scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts experiments/scripts
@@ -42,4 +54,4 @@ reproduce: setup
 	bash scripts/reproduce.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache
