@@ -45,7 +45,7 @@ def readme_examples() -> tuple[str, str]:
     """(the Sudoku example, the Hugging Face example) of README's Python section."""
     section = (ROOT / "README.md").read_text().split("## Use it from Python", 1)[1]
     blocks = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
-    sudoku = next(b for b in blocks if "checkpoints/sudoku9-mdm" in b)
+    sudoku = next(b for b in blocks if 'load_mdm("sudoku9-mdm")' in b)
     hf = next(b for b in blocks if "LLaDA-8B-Instruct" in b)
     return sudoku, hf
 
