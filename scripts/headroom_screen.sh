@@ -15,36 +15,43 @@ R=docs/results/headroom
 mkdir -p $R runs
 RULES=confidence,margin,entropy,random,left-to-right
 SAMPLED=softmax:0.05
-REGIMES=${*:-sudoku9 sudoku9-58 sudoku9-k3 addition-carry addition-carry-shallow zebra4}
-ev() {  # ev NAME TASK MDM DATA POLICIES [EXTRA FLAGS...]
+REGIMES=${*:-sudoku9 sudoku9-58 sudoku9-k3 sudoku9-weak addition-carry addition-carry-shallow zebra4}
+ev() {  # ev NAME TASK MDM DATA POLICIES [EXTRA FLAGS...]: NAME.json, and NAME-sampled.json
+  # for the sampled orders (pass@8), which are not decoded 8 times for the deterministic rules
   local name=$1 task=$2 mdm=$3 data=$4 policies=$5
   shift 5
-  $UPO eval --task "$task" --mdm "$mdm" --data "$data" --n "$N" --threads "$THREADS" \
-    --policies "$policies" --pass-at 8 --json "$R/$name.json" "$@"
+  local common=(--task "$task" --mdm "$mdm" --data "$data" --n "$N" --threads "$THREADS")
+  $UPO eval "${common[@]}" --policies "$policies" --json "$R/$name.json" "$@"
+  $UPO eval "${common[@]}" --policies "$SAMPLED" --pass-at 8 --json "$R/$name-sampled.json" "$@"
 }
 for regime in $REGIMES; do
   case $regime in
     sudoku9)  # the shipped MDM, in distribution (56 blanks)
-      ev sudoku9 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl "$RULES,$SAMPLED,lookahead:3" ;;
+      ev sudoku9 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl "$RULES,lookahead:3" ;;
     sudoku9-58)  # harder puzzles than the default (58 blanks)
-      ev sudoku9-58 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val-hard.jsonl "$RULES,$SAMPLED,lookahead:3" ;;
+      ev sudoku9-58 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val-hard.jsonl "$RULES,lookahead:3" ;;
     sudoku9-k3)  # a budget of 3 cells per step (19 MDM calls): which 3 to fill together
-      ev sudoku9-k3 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl "$RULES,$SAMPLED" --k 3
+      ev sudoku9-k3 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl "$RULES" --k 3
       ev sudoku9-k3-threshold sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl \
         threshold:0.95,threshold:0.98,checkpoints/sudoku9-parallel ;;
+    sudoku9-weak)  # an under-trained MDM (a third of the shipped one's steps, 6 minutes to train)
+      [ -f runs/sudoku9-mdm-weak/meta.json ] && grep -q '"complete": true' runs/sudoku9-mdm-weak/meta.json ||
+        $UPO mdm train --config experiments/configs/mdm-sudoku9-weak.yaml --out runs/sudoku9-mdm-weak \
+          $([ -d runs/sudoku9-mdm-weak ] && echo --resume)
+      ev sudoku9-weak sudoku9 runs/sudoku9-mdm-weak data/sudoku9-val.jsonl "$RULES,lookahead:3" ;;
     addition-carry)  # trained on random digits, decoded on long carry chains
-      ev addition-carry addition checkpoints/addition-mdm data/addition-carry-val.jsonl "$RULES,$SAMPLED,lookahead:3"
+      ev addition-carry addition checkpoints/addition-mdm data/addition-carry-val.jsonl "$RULES,lookahead:3"
       $PY scripts/right_to_left.py checkpoints/addition-mdm data/addition-carry-val.jsonl \
         $R/addition-carry-rtl.json --threads "$THREADS" ;;
     addition-carry-shallow)  # the same shift with a 0.09M-parameter MDM (1 minute to train)
       [ -f runs/addition-mdm-shallow/meta.json ] && grep -q '"complete": true' runs/addition-mdm-shallow/meta.json ||
         $UPO mdm train --config experiments/configs/mdm-addition-shallow.yaml --out runs/addition-mdm-shallow \
           $([ -d runs/addition-mdm-shallow ] && echo --resume)
-      ev addition-carry-shallow addition runs/addition-mdm-shallow data/addition-carry-val.jsonl "$RULES,$SAMPLED,lookahead:3"
+      ev addition-carry-shallow addition runs/addition-mdm-shallow data/addition-carry-val.jsonl "$RULES,lookahead:3"
       $PY scripts/right_to_left.py runs/addition-mdm-shallow data/addition-carry-val.jsonl \
         $R/addition-carry-shallow-rtl.json --threads "$THREADS" ;;
     zebra4)  # the shipped Zebra MDM
-      ev zebra4 zebra4 checkpoints/zebra-mdm data/zebra4-val.jsonl "$RULES,$SAMPLED,lookahead:3" ;;
+      ev zebra4 zebra4 checkpoints/zebra-mdm data/zebra4-val.jsonl "$RULES,lookahead:3" ;;
     *) echo "unknown regime $regime" >&2; exit 2 ;;
   esac
 done

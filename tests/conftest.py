@@ -26,6 +26,32 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _sdpa_under_a_lowered_kernel_level():
+    """`ATEN_CPU_CAPABILITY=default` (make test-kernels) on a CPU with AMX: torch's CPU flash
+    attention still reaches for AMX bf16 packing and fails ("pack_vnni2 is only supported when
+    avx512 is supported"), a torch defect of the override that no real CPU without AVX512 meets.
+    There, attention takes torch's portable math kernel instead; everywhere else nothing changes."""
+    from upo.models.precision import NATIVE_BF16_FLAGS, cpu_flags
+
+    lowered = torch.backends.cpu.get_cpu_capability() != "AVX512"
+    if not (lowered and set(NATIVE_BF16_FLAGS) & cpu_flags()):
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fused = torch.nn.functional.scaled_dot_product_attention
+
+    def math_attention(*args, **kwargs):
+        # per call: loading a Hugging Face model turns the fused backends back on
+        with sdpa_kernel([SDPBackend.MATH]):
+            return fused(*args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = math_attention
+    yield
+    torch.nn.functional.scaled_dot_product_attention = fused
+
+
 @pytest.fixture
 def cpu(monkeypatch):
     """Say whether this CPU has native bf16, whatever the real one has: what dtype "auto" picks
