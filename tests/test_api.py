@@ -187,6 +187,9 @@ def test_a_learned_policy_by_directory(tmp_path, mdm4, puzzles4):
         ([], {}, "inputs is empty"),
         (np.zeros((2, 16)), {}, "must be integers"),
         ([[0] * 16], {"steps": 3}, "steps 3 must divide gen_length 16"),
+        ([[0] * 16], {"steps": 0}, "steps must be at least 1, got 0"),
+        ([[0] * 16], {"token_temperature": -1.0}, "token_temperature must be 0 or more"),
+        ([[0] * 16], {"token_temperature": float("nan")}, "token_temperature must be 0 or more"),
         ([[0] * 16], {"attention_mask": np.ones((1, 4))}, "attention_mask has shape"),
     ],
 )

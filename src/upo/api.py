@@ -179,6 +179,10 @@ def generate(
         raise UpoError(f"gen_length must be at least 1, got {gen_length}")
     if block_length is not None and block_length < 1:
         raise UpoError(f"block_length must be at least 1, got {block_length}")
+    if steps is not None and steps < 1:
+        raise UpoError(f"steps must be at least 1, got {steps}")
+    if not 0.0 <= token_temperature < float("inf"):  # also refuses NaN
+        raise UpoError(f"token_temperature must be 0 or more, got {token_temperature}")
     if batch_size is None:
         batch_size = 8 if mdm.tokenizer is not None else 64
     if batch_size < 1:
