@@ -26,7 +26,6 @@ from upo.tasks.text.extract import (
     last_boxed,
     parse_number,
 )
-from upo.tasks.text.task import make_text_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "text"
 
@@ -279,7 +278,7 @@ def test_countdown_bad_records_are_named(tmp_path):
 
 def test_task_options_and_binding_errors(mdm):
     with pytest.raises(UpoError, match="unknown option 'gen_len'"):
-        make_text_task("gsm8k", {"gen_len": 3})
+        get_task("gsm8k", {"gen_len": 3})
     with pytest.raises(UpoError, match="must divide"):
         get_task("gsm8k", {"gen_length": 30, "block_length": 8})
     with pytest.raises(UpoError, match="takes no options"):

@@ -3,12 +3,15 @@ satisfy (Task for every task, TokenTask for those upo's own MDM is trained on)."
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from .records import require_file
 
 if TYPE_CHECKING:
     from ..models.denoiser import Denoiser
@@ -151,3 +154,72 @@ class TokenTask(Task, Protocol):
     def write(self, path: str | Path, batch: Batch) -> None: ...
 
     def describe(self, batch: Batch) -> str: ...
+
+
+@dataclass
+class FileCheck:
+    """What `upo data check` says of a file: `count` valid items (called `noun`s) of task `name`,
+    `description` their difficulties, `errors` the bad lines skipped (with skip_invalid) and
+    `note` anything the task adds (text Sudoku: puzzles with several solutions)."""
+
+    name: str
+    noun: str
+    count: int
+    description: str
+    errors: list[str]
+    note: str = ""
+
+
+class SpecTask:
+    """Shared forwarding of the token tasks whose layout is a spec dataclass (SudokuSpec,
+    AdditionSpec, ZebraSpec): every spec names its layout the same way (name, seq_len,
+    vocab_size, mask, answer_positions), so a task only adds what differs (scoring, items,
+    files). Subclasses are dataclasses with a `spec` field and a `check` of their own."""
+
+    spec: Any
+    difficulty_name: ClassVar[str]
+    block_length: ClassVar[int | None] = None  # any answer position may be revealed at any step
+    grid_side: ClassVar[int | None] = None  # a sequence, not a square grid
+    noun: ClassVar[str] = "item"  # what `upo data make|check` call one item
+    # Whether a bad line in an --exclude file of `upo data make` is skipped (else an error).
+    exclude_skips_invalid: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def seq_len(self) -> int:
+        return self.spec.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.spec.vocab_size
+
+    @property
+    def mask_id(self) -> int:
+        return self.spec.mask
+
+    @property
+    def answer_positions(self) -> np.ndarray:
+        return self.spec.answer_positions
+
+    def bind(self, denoiser) -> SpecTask:
+        return self  # the same tokens for every MDM of this layout
+
+    def load(self, path, skip_invalid: bool = False) -> Batch:
+        """The file's items, every answer verified; bad lines are a UpoError naming the line, or
+        with `skip_invalid` are skipped and counted on stderr."""
+        require_file(path)
+        batch, errors = self.check(path, skip_invalid)
+        if errors:
+            print(f"{path}: skipped {len(errors)} invalid lines", file=sys.stderr)
+        return batch
+
+    def check_file(self, source, skip_invalid: bool = False, progress=None) -> FileCheck:
+        batch, errors = self.check(source, skip_invalid=skip_invalid, progress=progress)
+        return FileCheck(self.name, self.noun, len(batch), self.describe(batch), errors)
+
+    def describe(self, batch: Batch) -> str:
+        n = self.difficulty(batch)
+        return f"{self.difficulty_name} {n.min()}-{n.max()}, mean {n.mean():.1f}"

@@ -38,6 +38,15 @@ class AdditionSpec:
     def seq_len(self) -> int:
         return 3 * self.digits + 3
 
+    # One vocabulary for every D (upo.tasks.base.SpecTask forwards these).
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB_SIZE
+
+    @property
+    def mask(self) -> int:
+        return MASK
+
     @property
     def answer_start(self) -> int:
         return 2 * self.digits + 2

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from ..base import Batch
-from ..records import distinct, parse_lines, require_file
+from ..base import Batch, SpecTask
+from ..records import distinct, parse_lines
 from .generate import AdditionStream, assemble, digit_string, draw_item
 from .io import parse_line, write_jsonl
 from .layout import (
@@ -24,31 +23,9 @@ from .layout import (
 
 
 @dataclass
-class AdditionTask:
+class AdditionTask(SpecTask):
     spec: AdditionSpec
     difficulty_name: ClassVar[str] = "digits"
-    block_length: ClassVar[int | None] = None  # any answer position may be revealed at any step
-    grid_side: ClassVar[int | None] = None  # a sequence, not a square grid
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def seq_len(self) -> int:
-        return self.spec.seq_len
-
-    @property
-    def vocab_size(self) -> int:
-        return VOCAB_SIZE
-
-    @property
-    def mask_id(self) -> int:
-        return MASK
-
-    @property
-    def answer_positions(self) -> np.ndarray:
-        return self.spec.answer_positions
 
     @property
     def default_difficulty(self) -> tuple[int, int]:
@@ -57,9 +34,6 @@ class AdditionTask:
     @property
     def max_difficulty(self) -> int:
         return self.spec.digits
-
-    def bind(self, denoiser) -> AdditionTask:
-        return self  # the same tokens for every MDM of this layout
 
     def model_defaults(self) -> dict:
         return {
@@ -134,16 +108,5 @@ class AdditionTask:
         b = np.array([[int(ch) for ch in f"{y:0{d}d}"] for _, y in pairs], dtype=np.int64)
         return self.batch_from_digits(a, b), errors
 
-    def load(self, path, skip_invalid: bool = False) -> Batch:
-        require_file(path)
-        batch, errors = self.check(path, skip_invalid)
-        if errors:
-            print(f"{path}: skipped {len(errors)} invalid lines", file=sys.stderr)
-        return batch
-
     def write(self, path, batch: Batch) -> None:
         write_jsonl(path, self.spec, *operands(self.spec, batch.tokens))
-
-    def describe(self, batch: Batch) -> str:
-        n = self.difficulty(batch)
-        return f"digits {n.min()}-{n.max()}, mean {n.mean():.1f}"

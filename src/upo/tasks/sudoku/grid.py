@@ -37,6 +37,20 @@ class SudokuSpec:
     def name(self) -> str:
         return f"sudoku{self.n}"
 
+    # The layout names every task spec shares (upo.tasks.base.SpecTask forwards them).
+    @property
+    def seq_len(self) -> int:
+        return self.cells
+
+    @property
+    def mask(self) -> int:
+        return MASK
+
+    @property
+    def answer_positions(self) -> np.ndarray:
+        """Every cell: a puzzle's givens are wherever its generator left them."""
+        return np.ones(self.cells, dtype=bool)
+
     @cached_property
     def row_of(self) -> np.ndarray:
         return np.repeat(np.arange(self.n), self.n)

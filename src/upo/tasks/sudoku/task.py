@@ -8,10 +8,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..base import Batch
+from ..base import Batch, FileCheck, SpecTask
 from ..records import require_file
-from .generate import GridStream
+from .generate import GridStream, generate_puzzles
 from .grid import MASK, SudokuSpec, cell_acc_batch, decode, solved_batch
+from .io import load_puzzles, write_jsonl
 
 # `upo data make`'s default blanks per size, and the most blanks a unique puzzle can have (the
 # fewest clues known: 4, 8 and 17). Beyond the latter no puzzle exists, so a request for more is
@@ -21,31 +22,11 @@ MAX_BLANKS = {"sudoku4": 12, "sudoku6": 28, "sudoku9": 64}
 
 
 @dataclass
-class SudokuTask:
+class SudokuTask(SpecTask):
     spec: SudokuSpec
     difficulty_name: ClassVar[str] = "blanks"
-    block_length: ClassVar[int | None] = None  # any blank may be revealed at any step
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def seq_len(self) -> int:
-        return self.spec.cells
-
-    @property
-    def vocab_size(self) -> int:
-        return self.spec.vocab_size
-
-    @property
-    def mask_id(self) -> int:
-        return MASK
-
-    @property
-    def answer_positions(self) -> np.ndarray:
-        """Every cell: a puzzle's givens are wherever its generator left them."""
-        return np.ones(self.seq_len, dtype=bool)
+    noun: ClassVar[str] = "puzzle"
+    exclude_skips_invalid: ClassVar[bool] = False  # a bad line in an --exclude file is an error
 
     @property
     def grid_side(self) -> int:
@@ -58,9 +39,6 @@ class SudokuTask:
     @property
     def max_difficulty(self) -> int:
         return MAX_BLANKS[self.name]
-
-    def bind(self, denoiser) -> SudokuTask:
-        return self  # the same tokens for every MDM of this layout
 
     def model_defaults(self) -> dict:
         return {
@@ -101,8 +79,6 @@ class SudokuTask:
     def load(self, path, skip_invalid: bool = False) -> Batch:
         """A puzzle file in any format upo reads (see io.py) as a Batch; bad lines are a UpoError
         naming the line, or with `skip_invalid` are skipped and counted on stderr."""
-        from .io import load_puzzles
-
         require_file(path)
         data = load_puzzles(path, self.spec, skip_invalid=skip_invalid)
         if data.skipped:
@@ -111,12 +87,13 @@ class SudokuTask:
 
     def check(self, path, skip_invalid: bool = False, progress=None) -> tuple[Batch, list[str]]:
         """(valid puzzles, messages of the skipped lines); every puzzle is proved unique."""
-        from .io import load_puzzles
-
         data = load_puzzles(
             path, self.spec, skip_invalid=skip_invalid, check_unique=True, progress=progress
         )
         return self.batch(data.puzzles, data.solutions), data.errors
+
+    def check_file(self, source, skip_invalid: bool = False, progress=None) -> FileCheck:
+        return check_puzzle_file(source, self.spec, skip_invalid, progress)
 
     def generate(
         self,
@@ -130,8 +107,6 @@ class SudokuTask:
         """n distinct puzzles with unique solutions and blanks drawn from the inclusive range
         `difficulty`, none of them in `exclude` (puzzle strings, see `keys`); `max_attempts`: see
         generate_puzzles (None: no bound)."""
-        from .generate import generate_puzzles
-
         made = generate_puzzles(
             self.spec, n, difficulty, seed, exclude, progress=progress, max_attempts=max_attempts
         )
@@ -139,10 +114,38 @@ class SudokuTask:
         return self.batch(np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs]))
 
     def write(self, path, batch: Batch) -> None:
-        from .io import write_jsonl
-
         write_jsonl(path, batch.tokens, batch.answers)
 
-    def describe(self, batch: Batch) -> str:
-        blanks = self.difficulty(batch)
-        return f"blanks {blanks.min()}-{blanks.max()}, mean {blanks.mean():.1f}"
+
+def check_puzzle_file(
+    source, spec: SudokuSpec | None, skip_invalid=False, progress=None, name=None
+) -> FileCheck:
+    """`upo data check` of a Sudoku file, every puzzle proved unique. `spec` None: the size of
+    the first puzzle. `name`: a text task reading 4x4 files (sudoku4-paper, sudoku4-text), which
+    scores against the file's Solution and so accepts puzzles with several solutions."""
+    data = load_puzzles(
+        source,
+        spec,
+        skip_invalid=skip_invalid,
+        check_unique=True,
+        progress=progress,
+        allow_multiple=name is not None,
+    )
+    blanks = data.blanks
+    described = f"blanks {blanks.min()}-{blanks.max()}, mean {blanks.mean():.1f}"
+    check = FileCheck(name or data.spec.name, "puzzle", len(data), described, data.errors)
+    if name is not None:
+        check.note = _several_solutions_note(data)
+    return check
+
+
+def _several_solutions_note(data) -> str:
+    """What a text task's check says about puzzles with more than one solution."""
+    if not data.multiple:
+        return "; none has more than one solution"
+    verb = "has" if data.multiple == 1 else "have"
+    return (
+        f"; {data.multiple} {verb} more than one solution (first: line {data.first_multiple}): "
+        "cell accuracy against the given Solution undercounts them, solve_rate counts any valid "
+        "completion"
+    )

@@ -27,8 +27,9 @@ import numpy as np
 
 from ...errors import UpoError
 from ..base import Batch
+from ..sudoku.grid import SPECS, solved_batch
 from .encoding import chat_text, pad_id, uses_chat
-from .task import TextTask, sudoku4_record, sudoku4_records
+from .task import Sudoku4Records, TextTask, sudoku4_record
 
 # The paper's instruction block, word for word (its typos "raw" and "Firth" included), since the
 # frozen model's answers depend on the exact prompt.
@@ -96,7 +97,7 @@ def blank_accuracy(digits: str, puzzle: str, solution: str) -> float:
 
 
 @dataclass
-class Sudoku4Paper(TextTask):
+class Sudoku4Paper(Sudoku4Records, TextTask):
     """The paper's 4x4 protocol: its prompt, its fixed answer template, masks only at blanks."""
 
     name: str = "sudoku4-paper"
@@ -116,9 +117,6 @@ class Sudoku4Paper(TextTask):
             raise UpoError(
                 f"{self.name}: spaces must be one of {', '.join(SPACE_RULES)}, got {self.spaces!r}"
             )
-
-    def records(self, path):
-        return sudoku4_records(path, self.name)
 
     def items(self, records, source):
         out = []
@@ -207,8 +205,6 @@ class Sudoku4Paper(TextTask):
         ]
 
     def score(self, text, item):
-        from ..sudoku.grid import SPECS, solved_batch
-
         digits = answer_digits(text, self.spaces)
         cell = blank_accuracy(digits, item["puzzle"], item["solution"])
         puzzle = np.array([int(c) for c in item["puzzle"]])

@@ -19,6 +19,9 @@ import numpy as np
 
 from ...errors import UpoError
 from ..base import Batch
+from ..sudoku.grid import SPECS, decode, solved_batch
+from ..sudoku.io import check_record, load_puzzles
+from ..sudoku.task import check_puzzle_file
 from . import countdown
 from .data import field as record_field
 from .data import read_records
@@ -181,9 +184,6 @@ def sudoku4_records(path, name: str) -> list[dict]:
     accept and refuse the same files with the same line numbers; puzzles with several solutions
     are kept, as these tasks score against the file's Solution. Other sources (Parquet, a JSON
     array, `hf:` datasets) are read as records and checked one by one (sudoku4_record)."""
-    from ..sudoku.grid import SPECS, decode
-    from ..sudoku.io import load_puzzles
-
     local = Path(str(path))
     if (
         str(path).startswith("hf:")
@@ -205,9 +205,6 @@ def sudoku4_record(row: dict, source, index: int) -> tuple[str, str]:
     """(puzzle, solution) of a 4x4 record: our JSONL's fields or the public CSV's columns,
     checked by the Sudoku loader's own rules (upo.tasks.sudoku.io.check_record): ASCII digits
     1-4 (0 or . for a blank), no repeated digit, a valid solution that keeps the givens."""
-    from ..sudoku.grid import SPECS
-    from ..sudoku.io import check_record
-
     puzzle = str(record_field(row, ("puzzle", "Puzzle", "quizzes"), source, index)).strip()
     solution = str(record_field(row, ("solution", "Solution", "solutions"), source, index)).strip()
     why = check_record(puzzle, solution, SPECS["sudoku4"])
@@ -216,17 +213,27 @@ def sudoku4_record(row: dict, source, index: int) -> tuple[str, str]:
     return puzzle.replace(".", "0"), solution
 
 
+class Sudoku4Records:
+    """The 4x4 puzzle files of sudoku4-text and sudoku4-paper: read (records) and checked by `upo
+    data check` (check_file) with the Sudoku loader, puzzles with several solutions accepted."""
+
+    name: str
+
+    def records(self, path):
+        return sudoku4_records(path, self.name)
+
+    def check_file(self, source, skip_invalid: bool = False, progress=None):
+        return check_puzzle_file(source, SPECS["sudoku4"], skip_invalid, progress, name=self.name)
+
+
 @dataclass
-class Sudoku4Text(TextTask):
+class Sudoku4Text(Sudoku4Records, TextTask):
     """4x4 Sudoku answered as text, answer only: the 16 digits of the solved grid. Partial
     credit is the fraction of blank cells filled correctly (the paper's cell accuracy)."""
 
     name: str = "sudoku4-text"
     gen_length: int = 32
     block_length: int | None = None
-
-    def records(self, path):
-        return sudoku4_records(path, self.name)
 
     def items(self, records, source):
         out = []
@@ -243,8 +250,6 @@ class Sudoku4Text(TextTask):
         return out
 
     def score(self, text, item):
-        from ..sudoku.grid import SPECS, solved_batch
-
         puzzle = np.array([int(c) for c in item["puzzle"]])
         solution = np.array([int(c) for c in item["solution"]])
         blanks = puzzle == 0
@@ -278,29 +283,6 @@ class Countdown(TextTask):
     def score(self, text, item):
         ok = countdown.check(text, item["nums"], item["target"])
         return ok, float(ok)
-
-
-TEXT_TASKS = {
-    "gsm8k": GSM8K,
-    "math500": MATH500,
-    "sudoku4-text": Sudoku4Text,
-    "countdown": Countdown,
-}
-
-
-def make_text_task(name: str, options: dict | None = None) -> TextTask:
-    """A text task by name with optional settings (gen_length, block_length, chat, system)."""
-    cls = TEXT_TASKS[name]
-    known = {f.name for f in dataclasses.fields(cls)} - {"name", "tokenizer", "mask_id", "eos_ids"}
-    options = dict(options or {})
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UpoError(
-            f"task {name}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})"
-        )
-    task = cls(**options)
-    task.validate()
-    return task
 
 
 def default_data_path(name: str, split: str = "test") -> Path:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..base import Batch
+from ..base import Batch, SpecTask
 from ..records import distinct, parse_lines, require_file
 from .generate import ZebraStream, make_puzzle
 from .io import parse_line, write_jsonl
@@ -16,31 +16,9 @@ from .spec import ZebraSpec, answer_grids, decode_clues, encode_clues, solved_ba
 
 
 @dataclass
-class ZebraTask:
+class ZebraTask(SpecTask):
     spec: ZebraSpec
     difficulty_name: ClassVar[str] = "clues"
-    block_length: ClassVar[int | None] = None  # any answer position may be revealed at any step
-    grid_side: ClassVar[int | None] = None  # a sequence, not a square grid
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def seq_len(self) -> int:
-        return self.spec.seq_len
-
-    @property
-    def vocab_size(self) -> int:
-        return self.spec.vocab_size
-
-    @property
-    def mask_id(self) -> int:
-        return self.spec.mask
-
-    @property
-    def answer_positions(self) -> np.ndarray:
-        return self.spec.answer_positions
 
     @property
     def default_difficulty(self) -> tuple[int, int]:
@@ -49,9 +27,6 @@ class ZebraTask:
     @property
     def max_difficulty(self) -> int:
         return self.spec.max_clues
-
-    def bind(self, denoiser) -> ZebraTask:
-        return self  # the same tokens for every MDM of this layout
 
     def model_defaults(self) -> dict:
         return {
@@ -153,8 +128,7 @@ class ZebraTask:
         write_jsonl(path, self.spec, self.items(batch))
 
     def describe(self, batch: Batch) -> str:
-        c = self.difficulty(batch)
-        return f"{self.spec.houses}x{self.spec.attributes}, clues {c.min()}-{c.max()}, mean {c.mean():.1f}"
+        return f"{self.spec.houses}x{self.spec.attributes}, {super().describe(batch)}"
 
 
 def key_of(clues: np.ndarray) -> str:
