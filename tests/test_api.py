@@ -202,7 +202,7 @@ def test_bad_arguments_are_one_clear_error(mdm4, inputs, kwargs, fragment):
 
 
 def test_load_mdm_refusals(tmp_path):
-    with pytest.raises(UpoError, match="no such MDM checkpoint directory"):
+    with pytest.raises(UpoError, match="MDM checkpoint directory not found"):
         upo.load_mdm(tmp_path / "missing" / "deeper" / "dir")
     with pytest.raises(UpoError, match="trust_remote_code is for Hugging Face models"):
         upo.load_mdm(ROOT / "checkpoints" / "sudoku4-mdm", trust_remote_code=True)
@@ -210,6 +210,20 @@ def test_load_mdm_refusals(tmp_path):
         upo.load_mdm(ROOT / "checkpoints" / "sudoku4-mdm", device="cuda")
     mdm = upo.load_mdm(ROOT / "checkpoints" / "sudoku4-mdm", dtype=torch.float32)
     assert mdm.dtype_used == "float32" and isinstance(mdm, upo.Denoiser)
+
+
+def test_one_loader_reads_hub_ids_with_or_without_hf(tmp_path):
+    """upo.load_mdm, the CLI and the lm-eval model share one loader: a Hub id is a Hub id with
+    or without `hf:`, a local path never is, and upo's own MDM is no Hugging Face model."""
+    from upo.models.registry import hf_source
+
+    assert hf_source("GSAI-ML/LLaDA-8B-Instruct") == "GSAI-ML/LLaDA-8B-Instruct"
+    assert hf_source("hf:GSAI-ML/LLaDA-8B-Instruct") == "GSAI-ML/LLaDA-8B-Instruct"
+    assert hf_source(f"hf:{tmp_path}") == str(tmp_path)
+    assert hf_source(ROOT / "checkpoints" / "sudoku4-mdm") is None
+    assert hf_source(tmp_path) is None  # an existing directory without a transformers config
+    with pytest.raises(UpoError, match="is for Hugging Face models"):
+        upo.load_mdm(ROOT / "checkpoints" / "sudoku4-mdm", convention="llada")
 
 
 def test_import_upo_stays_light():

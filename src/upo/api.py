@@ -14,7 +14,6 @@ load_mdm`, `upo.policies.resolve.resolve_policy`, and `upo.evaluate.decode_in_ba
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .assets import find as find_shipped
-from .assets import hint as shipped_hint
 from .errors import UpoError
 from .evaluate import decode_in_batches
 from .models.denoiser import Denoiser
 from .policies.base import Policy
 from .seeds import check_seed
 from .tasks.base import Batch
-
-# A Hub id as transformers spells one: "owner/name" (no other slashes).
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 @dataclass
@@ -84,33 +78,12 @@ def load_mdm(
     confidences as LLaDA's generate() does), `allow_unpadded_batching`. `threads` sets torch's
     CPU threads. upo's own MDMs run on the CPU and take only `dtype` ("auto" uses bfloat16 where
     the CPU has it natively, else float32)."""
-    from .models.registry import is_hf_model
-    from .models.registry import load_mdm as load_checkpoint
+    from .models.registry import load_mdm as load_any
 
-    path = find_shipped(str(name_or_path), "checkpoints")  # `sudoku9-mdm`; a local dir wins
-    hub_id = not path.startswith("hf:") and not Path(path).exists() and bool(HUB_ID.match(path))
-    if is_hf_model(path) or hub_id:
-        hf_options = {"trust_remote_code": trust_remote_code, "dtype": dtype, **options}
-        if mask_id is not None:
-            hf_options["mask_id"] = mask_id
-        if device is not None:
-            hf_options["device"] = device
-        return load_checkpoint(
-            path if path.startswith("hf:") else f"hf:{path}", threads, hf_options
-        )
-    if not Path(path).is_dir():
-        raise UpoError(
-            f"{path}: no such MDM checkpoint directory (a Hub id is written owner/name, or hf:ID)"
-            + shipped_hint(path, "checkpoints", "-mdm")
-        )
-    hf_only = {"trust_remote_code": trust_remote_code, "mask_id": mask_id, **options}
-    given = sorted(name for name, value in hf_only.items() if value not in (None, False))
-    if given:
-        raise UpoError(f"{path}: {given[0]} is for Hugging Face models (upo's own MDM takes dtype)")
-    if device is not None and torch.device(device).type != "cpu":
-        raise UpoError(f"{path}: upo's own MDMs run on the CPU, not {device}")
-    dtype_name = str(dtype).removeprefix("torch.")
-    return load_checkpoint(path, threads, {"dtype": dtype_name})
+    # Only what was asked for is passed on: the loader refuses HF-only options for upo's own MDM.
+    given = {"trust_remote_code": trust_remote_code or None, "mask_id": mask_id, "device": device}
+    chosen = {name: value for name, value in given.items() if value is not None}
+    return load_any(name_or_path, threads, {"dtype": dtype, **chosen, **options})
 
 
 def load_policy(name_or_path: str | Path | Policy, mdm: Denoiser) -> Policy:

@@ -30,15 +30,18 @@ from torch import nn
 from ..errors import UpoError
 
 CONVENTIONS = ("masked-lm", "llada", "dream")
-HF_OPTIONS = (
-    "trust_remote_code",
-    "dtype",
-    "device",
-    "mask_id",
-    "convention",
-    "confidence",
-    "allow_unpadded_batching",
-)
+# HFDenoiser.from_pretrained's options and the exact type each must have, the one table every
+# loader checks against (upo.models.registry.check_hf_options): a quoted "false" from YAML or
+# --mdm-option must never turn trust_remote_code on. None: leave it to the model.
+HF_OPTIONS = {
+    "trust_remote_code": (bool,),
+    "dtype": (str, torch.dtype),
+    "device": (str, torch.device),
+    "mask_id": (int, type(None)),
+    "convention": (str, type(None)),
+    "confidence": (str,),
+    "allow_unpadded_batching": (bool,),
+}
 CONFIDENCE_MODES = ("float32", "model")
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
 

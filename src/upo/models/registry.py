@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from ..checkpoint import (
 from ..config import from_dict
 from ..errors import UpoError
 from ..io_utils import read_json
+from .hf import HF_OPTIONS, HFDenoiser
 from .precision import DTYPES, dtype_reason, resolve_dtype
 from .tiny import TinyConfig, TinyMDM
 
@@ -29,42 +31,41 @@ from .tiny import TinyConfig, TinyMDM
 TINY_DTYPES = DTYPES
 
 
+# A Hub id as transformers spells one: "owner/name" (no other slashes).
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def hf_source(path: str | Path) -> str | None:
+    """What transformers loads when `path` names a Hugging Face model, else None (upo's own
+    checkpoint): `hf:` + a Hub id or directory; a directory holding a transformers config.json
+    (no upo `kind`); or a Hub id (owner/name) that is no local path. The CLI and the Python API
+    both read names through this, so `GSAI-ML/LLaDA-8B-Instruct` and `hf:GSAI-ML/...` are one."""
+    text = str(path)
+    if text.startswith("hf:"):
+        return text.removeprefix("hf:")
+    config = Path(text) / "config.json"
+    if config.is_file():
+        try:
+            data = read_json(config)
+        except UpoError:
+            return None
+        hf = "kind" not in data and ("model_type" in data or "architectures" in data)
+        return text if hf else None
+    return text if not Path(text).exists() and HUB_ID.match(text) else None
+
+
 def is_hf_model(path: str | Path) -> bool:
-    """`hf:NAME_OR_DIR`, or a directory holding a transformers config.json (no upo `kind`)."""
-    if str(path).startswith("hf:"):
-        return True
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = read_json(config)
-    except UpoError:
-        return False
-    return "kind" not in data and ("model_type" in data or "architectures" in data)
-
-
-# The type every Hugging Face loading option must have (None: leave it to the model).
-HF_OPTION_TYPES = {
-    "trust_remote_code": (bool,),
-    "allow_unpadded_batching": (bool,),
-    "dtype": (str, torch.dtype),
-    "device": (str, torch.device),
-    "mask_id": (int, type(None)),
-    "convention": (str, type(None)),
-    "confidence": (str,),
-}
+    return hf_source(path) is not None
 
 
 def check_hf_options(options: dict) -> None:
     """Every option that reaches from_pretrained has its exact type: a quoted "false" (a
     non-empty string, so truthy) must never turn trust_remote_code on, nor a 1 stand for true."""
-    from .hf import HF_OPTIONS
-
     unknown = sorted(set(options) - set(HF_OPTIONS), key=repr)
     if unknown:
         raise UpoError(f"unknown MDM option {unknown[0]!r:.40}; valid: {', '.join(HF_OPTIONS)}")
     for name, value in options.items():
-        types = HF_OPTION_TYPES[name]
+        types = HF_OPTIONS[name]
         bad_bool = isinstance(value, bool) and bool not in types  # True is an int in Python
         if bad_bool or not isinstance(value, types):
             wanted = (
@@ -77,27 +78,29 @@ def check_hf_options(options: dict) -> None:
 
 def load_mdm(path: str | Path, threads: int | None = None, options: dict | None = None):
     """A Denoiser: upo's own MDM checkpoint (a directory, or a shipped one by name such as
-    `sudoku9-mdm`; a local directory of that name wins), or a Hugging Face model (`hf:` + Hub id or
-    directory, or a transformers directory) loaded with `options` (trust_remote_code, dtype,
-    device, mask_id, convention: see upo.models.hf.HFDenoiser.from_pretrained). upo's own MDM
-    takes one option, dtype: auto (as trained where bf16 is native, else float32; see
-    upo.models.precision), bfloat16 or float32. The dtype used is `model.dtype_used`."""
+    `sudoku9-mdm`; a local directory of that name wins), or a Hugging Face model (a Hub id or a
+    transformers directory, `hf:` before either accepted) loaded with `options` (trust_remote_code,
+    dtype, device, mask_id, convention, confidence, allow_unpadded_batching: see
+    upo.models.hf.HFDenoiser.from_pretrained). upo's own MDM takes dtype: auto (as trained where
+    bf16 is native, else float32; see upo.models.precision), bfloat16 or float32 (a torch dtype
+    too), and device cpu. The dtype used is `model.dtype_used`. The one loader behind
+    upo.load_mdm, every command and the lm-eval model."""
     if threads:
         torch.set_num_threads(threads)
-    path = find_shipped(path, "checkpoints")  # a shipped MDM by name: `sudoku9-mdm`
-    if is_hf_model(path):
-        from .hf import HFDenoiser
-
+    path = find_shipped(str(path), "checkpoints")  # a shipped MDM by name: `sudoku9-mdm`
+    source = hf_source(path)
+    if source is not None:
         check_hf_options(options or {})
-        name = str(path).removeprefix("hf:")
-        return HFDenoiser.from_pretrained(name, **(options or {}))
+        return HFDenoiser.from_pretrained(source, **(options or {}))
     options = dict(options or {})
-    dtype = options.pop("dtype", None) or "auto"
+    dtype = str(options.pop("dtype", None) or "auto").removeprefix("torch.")
+    device = options.pop("device", None)
     if options:
         raise UpoError(
-            f"{path}: option {sorted(options)[0]!r} is for Hugging Face models only "
-            "(upo's own MDM takes dtype)"
+            f"{path}: {sorted(options)[0]} is for Hugging Face models (upo's own MDM takes dtype)"
         )
+    if device is not None and torch.device(device).type != "cpu":
+        raise UpoError(f"{path}: upo's own MDMs run on the CPU, not {device}")
     if dtype not in TINY_DTYPES:
         raise UpoError(
             f"unknown dtype {dtype!r} for upo's own MDM; valid: {', '.join(TINY_DTYPES)}"
@@ -105,7 +108,8 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
     path = Path(path)
     if not path.is_dir():
         raise UpoError(
-            f"{path}: MDM checkpoint directory not found{shipped_hint(str(path), 'checkpoints', '-mdm')}"
+            f"{path}: MDM checkpoint directory not found (a Hub id is written owner/name, or "
+            f"hf:ID){shipped_hint(str(path), 'checkpoints', '-mdm')}"
         )
     cfg_json = checkpoint_json(path, "config.json")
     kind = cfg_json.get("kind", "tiny")
