@@ -12,10 +12,11 @@ import yaml
 from upo.config import load_config
 from upo.errors import UpoError
 from upo.policies.base import StepState
+from upo.policies.registry import reference_names
 from upo.policies.resolve import resolve_policy
 from upo.policies.rules import RULE_NAMES, SoftmaxVocab, make_rule
 from upo.rl.grpo import UPOConfig
-from upo.rl.references import REFERENCE_NAMES, make_reference
+from upo.rl.references import make_reference
 from upo.training.distributed import check_prompt_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_softmax_vocab_is_a_kl_reference_and_a_named_rule():
     ref = make_reference("softmax-vocab:0.05")
     assert ref.regulariser == "kl" and ref.restrict_topk is None
     assert ref.policy.name == "softmax-vocab:0.05"
-    assert "softmax-vocab:TAU" in RULE_NAMES and "softmax-vocab:TAU" in REFERENCE_NAMES
+    assert "softmax-vocab:TAU" in RULE_NAMES and "softmax-vocab:TAU" in reference_names()
     assert resolve_policy("softmax-vocab:0.05", mdm=None).name == "softmax-vocab:0.05"
     with pytest.raises(UpoError, match="positive"):
         make_reference("softmax-vocab:0")

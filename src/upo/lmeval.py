@@ -38,7 +38,7 @@ NAME = "upo"
 # lm-eval's "hf" model (pretrained, dtype, device, trust_remote_code, batch_size).
 ARGS = {
     "pretrained": ((str,), None),  # the Hugging Face MDM: a directory or a Hub id
-    "policy": ((str,), "confidence"),  # a rule name, lookahead:K, or a policy checkpoint dir
+    "policy": ((str,), "confidence"),  # any policy name: docs/policies.md
     "gen_length": ((int,), 256),
     "block_length": ((int, type(None)), 32),  # None: one block
     "steps": ((int, type(None)), None),  # LLaDA's steps: gen_length / steps positions per step

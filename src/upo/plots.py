@@ -222,15 +222,13 @@ def policy_points(results: Sequence[PolicyResult], families: Sequence[str]) -> l
 
 
 def policy_family(policy) -> str:
-    """The family a policy is drawn in: learned, search, parallel rule or hand rule."""
-    from .policies.learned import LearnedPolicy
-
-    if isinstance(policy, LearnedPolicy):
+    """The family a policy is drawn in, from what its class declares (upo.policies.base.Policy):
+    learned, search, parallel rule or hand rule."""
+    if policy.learned:
         return "learned policy"
-    head = policy.name.split(":")[0]
-    if head == "lookahead":
+    if policy.needs_mdm:
         return "search (lookahead)"
-    if head in ("threshold", "eb"):
+    if policy.parallel:
         return "several cells per step"
     return "hand rule, one cell per step"
 

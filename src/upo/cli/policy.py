@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UpoError
+from ..policies.registry import reference_help
 from .common import command_line
 
 
@@ -92,10 +93,7 @@ def register(sub) -> None:
     t = psub.add_parser("train", help="UPO: KL-regularised GRPO against a reference rule")
     t.add_argument("--config", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument(
-        "--reference",
-        help="confidence | margin | entropy | softmax:TAU | softmax-vocab:TAU | topk:K | none",
-    )
+    t.add_argument("--reference", help=reference_help())
     t.add_argument("--init", choices=["pretrained", "random"])
     t.add_argument("--beta", type=float, help="regulariser weight (0 = none)")
     t.add_argument("--seed", type=int)

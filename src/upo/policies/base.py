@@ -1,8 +1,10 @@
-"""What an unmasking policy sees at one step, and how a choice is drawn from its distribution."""
+"""What an unmasking policy sees at one step, how a choice is drawn from its distribution, and
+what a policy class declares about its name (policies/registry.py reads the declarations)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -112,10 +114,48 @@ def sample_without_replacement(
 
 class Policy:
     """An unmasking policy. Subclasses give `log_probs(state)` ([B, L], -inf off support) and say
-    whether they are deterministic (`greedy_scores`) or sampled."""
+    whether they are deterministic (`greedy_scores`) or sampled.
+
+    A policy that users call by name declares it here, and policies/registry.py builds every
+    list, help text and parser from these declarations: a new rule is its class alone."""
 
     name = "policy"
     deterministic = False
+    # "threshold:P": the head users type, then the parameter's letter when it takes one. ""
+    # for policies that have no name of their own (learned ones come from a directory).
+    spelling: ClassVar[str] = ""
+    default: ClassVar[float | int | None] = None  # the parameter when a name leaves it out
+    aliases: ClassVar[tuple[str, ...]] = ()  # older heads, still accepted in users' configs
+    summary: ClassVar[str] = ""  # one line for the generated docs/policies.md
+    # As UPO's reference: "ce" for deterministic rules (KL to a one-hot rule is infinite off its
+    # choice, so cross-entropy to that choice), "kl" for rules with full support on their
+    # candidates (the KL is finite).
+    regulariser: ClassVar[str] = "ce"
+    parallel: ClassVar[bool] = False  # fills several positions per step by itself (ignores k)
+    needs_mdm: ClassVar[bool] = False  # runs the MDM itself to choose (a search): built with it
+    learned: ClassVar[bool] = False
+
+    @property
+    def reference_topk(self) -> int | None:
+        """As UPO's reference, the learned policy may only choose among this many most confident
+        candidates (the Top-K rule's K; None: anywhere)."""
+        return None
+
+    @classmethod
+    def head(cls) -> str:
+        return cls.spelling.partition(":")[0]
+
+    @classmethod
+    def takes_parameter(cls) -> bool:
+        return ":" in cls.spelling
+
+    @classmethod
+    def from_parameter(cls, arg: str, mdm=None) -> Policy:
+        """The policy named `head:arg` (arg "" when the name gives none: the default). The
+        parameter has the default's type; ValueError when it does not parse or is out of range."""
+        if not cls.takes_parameter():
+            return cls()
+        return cls(type(cls.default)(arg) if arg else cls.default)
 
     def to(self, device: torch.device) -> Policy:
         """This policy on `device`, where its MDM's logits and features are (rules hold no
@@ -133,3 +173,28 @@ class Policy:
             chosen = top_by_score(self.greedy_scores(state), state.candidates, k, state.topk_ties)
             return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
         return sample_without_replacement(self.log_probs(state), k, generator)
+
+
+def spelled_class(name: str, classes: tuple[type[Policy], ...]) -> type[Policy] | None:
+    """The class among `classes` whose spelling `name` follows (`head`, `head:PARAMETER`, or an
+    alias head), None when none does; the parameter itself is not checked."""
+    head, colon, _ = name.partition(":")
+    for cls in classes:
+        if head in (cls.head(), *cls.aliases):
+            # `confidence:3` spells nothing: the head takes no parameter
+            return cls if cls.takes_parameter() or not colon else None
+    return None
+
+
+def build_named(name: str, classes: tuple[type[Policy], ...], mdm=None) -> Policy:
+    """The policy `name` spells among `classes`; ValueError "unknown policy" or "bad policy"
+    naming the input otherwise. `mdm`: what a search policy runs (None for plain rules)."""
+    cls = spelled_class(name, classes)
+    if cls is None:
+        raise ValueError(f"unknown policy {name!r}")
+    if cls.needs_mdm and mdm is None:
+        raise ValueError(f"policy {name!r} runs the MDM itself: build it with one")
+    try:
+        return cls.from_parameter(name.partition(":")[2], mdm)
+    except ValueError as err:
+        raise ValueError(f"bad policy {name!r}: {err}") from None

@@ -278,6 +278,8 @@ class LearnedPolicy(Policy):
     temperature for rollouts, in which case the reported log-probs are of that tempered
     distribution, the one actually sampled from."""
 
+    learned = True  # named by its checkpoint directory, not by a spelling
+
     def __init__(
         self,
         net: PolicyNet,

@@ -36,7 +36,12 @@ DEFAULT_GATE = 0.99
 
 
 class TrialDecode(Policy):
-    deterministic = True
+    deterministic = needs_mdm = True
+    spelling = "lookahead:K[:GATE[:DEPTH]]"
+    summary = (
+        f"search: where no candidate is above GATE (default {DEFAULT_GATE}), try the K most "
+        "confident ones, each finished by max-confidence (for DEPTH steps), keep the likeliest"
+    )
 
     def __init__(self, mdm, k: int = 3, gate: float = DEFAULT_GATE, depth: int | None = None):
         if k < 1:
@@ -95,6 +100,20 @@ class TrialDecode(Policy):
         extra.index_add_(0, rows[r_idx], done.nfe)
         return scores, extra
 
+    @classmethod
+    def from_parameter(cls, arg: str, mdm=None) -> TrialDecode:
+        """`K`, `K:GATE` or `K:GATE:DEPTH` (after `lookahead:`); ValueError naming the bad part."""
+        parts = arg.split(":")
+        if not arg or len(parts) > 3:
+            raise ValueError("expected lookahead:K, lookahead:K:GATE or lookahead:K:GATE:DEPTH")
+        try:
+            k = int(parts[0])
+            gate = float(parts[1]) if len(parts) >= 2 else DEFAULT_GATE
+            depth = int(parts[2]) if len(parts) == 3 else None
+        except ValueError:
+            raise ValueError("K and DEPTH must be integers and GATE a number") from None
+        return cls(mdm, k, gate, depth)
+
     def greedy_scores(self, state: StepState) -> torch.Tensor:
         return self.scores_and_cost(state)[0]
 
@@ -105,25 +124,3 @@ class TrialDecode(Policy):
         scores, extra = self.scores_and_cost(state)
         chosen = top_by_score(scores, state.candidates, k)
         return Choice(chosen, torch.zeros(len(chosen), device=chosen.device), extra)
-
-
-def parse_lookahead(name: str, mdm) -> TrialDecode:
-    """`lookahead:K`, `lookahead:K:GATE` or `lookahead:K:GATE:DEPTH`; ValueError naming the bad
-    part otherwise."""
-    parts = name.split(":")
-    if parts[0] != "lookahead" or len(parts) not in (2, 3, 4):
-        raise ValueError(
-            f"bad policy {name!r}: expected lookahead:K, lookahead:K:GATE or lookahead:K:GATE:DEPTH"
-        )
-    try:
-        k = int(parts[1])
-        gate = float(parts[2]) if len(parts) >= 3 else DEFAULT_GATE
-        depth = int(parts[3]) if len(parts) == 4 else None
-    except ValueError:
-        raise ValueError(
-            f"bad policy {name!r}: K and DEPTH must be integers and GATE a number"
-        ) from None
-    try:
-        return TrialDecode(mdm, k, gate, depth)
-    except ValueError as err:
-        raise ValueError(f"bad policy {name!r}: {err}") from None

@@ -4,13 +4,24 @@ log-probability, so any of them can serve as the reference policy of UPO.
 Deterministic rules (confidence, margin, entropy, left-to-right, threshold, eb) put all their mass
 on the best-scoring candidate; ties go to the lowest position index. threshold and eb choose several
 positions per step by themselves (the parallel rules); the others take the k best.
+
+A new rule is one class here that declares its `spelling` (see base.Policy), listed in HAND_RULES;
+the registry (policies/registry.py) then parses, lists and documents it everywhere.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import NEG_INF, Choice, Policy, StepState, masked_log_softmax, top_by_score
+from .base import (
+    NEG_INF,
+    Choice,
+    Policy,
+    StepState,
+    build_named,
+    masked_log_softmax,
+    top_by_score,
+)
 
 
 def confidence(state: StepState) -> torch.Tensor:
@@ -45,9 +56,15 @@ class ArgmaxRule(Policy):
 
     deterministic = True
 
+    score = None  # a named subclass's score function (Confidence: confidence)
+
     def __init__(self, name: str, score_fn):
         self.name = name
         self.score_fn = score_fn
+
+    @classmethod
+    def from_parameter(cls, arg: str, mdm=None) -> ArgmaxRule:
+        return cls(cls.spelling, cls.score)
 
     def greedy_scores(self, state):
         return self.score_fn(state)
@@ -57,12 +74,38 @@ class ArgmaxRule(Policy):
 
 
 class RandomOrder(Policy):
-    name = "random"
+    name = spelling = "random"
+    summary = "uniform over the candidates"
+    regulariser = "kl"  # full support: the KL to it is finite
 
     def log_probs(self, state):
         return masked_log_softmax(
             torch.zeros_like(state.candidates, dtype=torch.float32), state.candidates
         )
+
+
+class Confidence(ArgmaxRule):
+    spelling = "confidence"
+    summary = "the candidate with the highest top-1 token probability (max-confidence)"
+    score = staticmethod(confidence)
+
+
+class Margin(ArgmaxRule):
+    spelling = "margin"
+    summary = "the largest gap between a candidate's top-2 token probabilities"
+    score = staticmethod(margin)
+
+
+class Entropy(ArgmaxRule):
+    spelling = "entropy"
+    summary = "the lowest token entropy"
+    score = staticmethod(neg_entropy)
+
+
+class LeftToRight(ArgmaxRule):
+    spelling = "left-to-right"
+    summary = "the leftmost candidate"
+    score = staticmethod(position_order)
 
 
 # Scores are probabilities (at most 1) divided by tau, in float32. Below float32's smallest normal
@@ -82,6 +125,9 @@ def check_tau(rule: str, tau: float) -> None:
 class SoftmaxConfidence(Policy):
     """softmax over candidate positions of confidence / tau."""
 
+    spelling, default, regulariser = "softmax:TAU", 0.1, "kl"
+    summary = "sampled: softmax of the top-1 probability / TAU over the candidates"
+
     def __init__(self, tau: float):
         check_tau("softmax", tau)
         self.tau = tau
@@ -96,6 +142,9 @@ class SoftmaxVocab(Policy):
     over the candidate positions, p the MDM's token distribution at i (the whole vocabulary, so
     with a large vocabulary a low-confidence position still gets the weight of its V near-zero
     terms). `softmax:TAU` is a different rule: softmax of the top-1 probability alone."""
+
+    spelling, default, regulariser = "softmax-vocab:TAU", 0.05, "kl"
+    summary = "sampled: the UPO paper's softmax reference, over the whole vocabulary (TAU 0.05)"
 
     def __init__(self, tau: float):
         check_tau("softmax-vocab", tau)
@@ -118,11 +167,19 @@ class SoftmaxVocab(Policy):
 class TopKRandom(Policy):
     """Uniform over the K most confident candidates."""
 
+    spelling, default, regulariser = "topk-random:K", 5, "kl"
+    aliases = ("topk",)  # the reference's spelling before the registry: users' configs have it
+    summary = "sampled: uniform over the K most confident candidates"
+
     def __init__(self, k: int):
         if k < 1:
             raise ValueError(f"topk-random needs K >= 1, got {k}")
         self.k = k
         self.name = f"topk-random:{k}"
+
+    @property
+    def reference_topk(self) -> int:
+        return self.k  # as a reference it keeps the learned policy inside the same K candidates
 
     def support(self, state) -> torch.Tensor:
         return top_by_score(confidence(state), state.candidates, self.k)
@@ -136,7 +193,9 @@ class Threshold(Policy):
     """Fast-dLLM style parallel rule: every candidate whose confidence exceeds the threshold, and
     at least the most confident one, per step. Ignores k."""
 
-    deterministic = True
+    deterministic = parallel = True
+    spelling, default = "threshold:P", 0.9
+    summary = "every candidate whose top-1 probability exceeds P, at least one (Fast-dLLM)"
 
     def __init__(self, threshold: float):
         if not 0 < threshold <= 1:
@@ -163,7 +222,9 @@ class EntropyBound(Policy):
     one, per step. A small bound fills one position at a time where the MDM hesitates and many
     where it is sure. Ignores k."""
 
-    deterministic = True
+    deterministic = parallel = True
+    spelling, default = "eb:GAMMA", 0.1
+    summary = "the most confident candidates while their summed entropy stays <= GAMMA (EB-Sampler)"
 
     def __init__(self, bound: float):
         if not bound >= 0:
@@ -189,45 +250,23 @@ class EntropyBound(Policy):
         return Choice(chosen, torch.zeros(chosen.shape[0], device=chosen.device))
 
 
-RULE_NAMES = [
-    "random",
-    "confidence",
-    "margin",
-    "entropy",
-    "left-to-right",
-    "topk-random:K",
-    "softmax:TAU",
-    "softmax-vocab:TAU",
-    "threshold:P",
-    "eb:GAMMA",
-]
+# Every hand rule, in the order lists and help texts show them.
+HAND_RULES: tuple[type[Policy], ...] = (
+    RandomOrder,
+    Confidence,
+    Margin,
+    Entropy,
+    LeftToRight,
+    TopKRandom,
+    SoftmaxConfidence,
+    SoftmaxVocab,
+    Threshold,
+    EntropyBound,
+)
+RULE_NAMES = [rule.spelling for rule in HAND_RULES]
 
 
 def make_rule(name: str) -> Policy:
-    """A hand rule by its CLI name; ValueError naming the bad input otherwise (the CLI adds the
-    list of valid names, see policies/resolve.py)."""
-    base, _, arg = name.partition(":")
-    try:
-        if base == "random" and not arg:
-            return RandomOrder()
-        if base == "confidence" and not arg:
-            return ArgmaxRule("confidence", confidence)
-        if base == "margin" and not arg:
-            return ArgmaxRule("margin", margin)
-        if base == "entropy" and not arg:
-            return ArgmaxRule("entropy", neg_entropy)
-        if base == "left-to-right" and not arg:
-            return ArgmaxRule("left-to-right", position_order)
-        if base in ("topk-random", "topk"):
-            return TopKRandom(int(arg) if arg else 5)
-        if base == "softmax":
-            return SoftmaxConfidence(float(arg) if arg else 0.1)
-        if base == "softmax-vocab":
-            return SoftmaxVocab(float(arg) if arg else 0.05)
-        if base == "threshold":
-            return Threshold(float(arg) if arg else 0.9)
-        if base == "eb":
-            return EntropyBound(float(arg) if arg else 0.1)
-    except ValueError as err:
-        raise ValueError(f"bad policy {name!r}: {err}") from None
-    raise ValueError(f"unknown policy {name!r}")
+    """A hand rule by its name; ValueError naming the bad input otherwise (the CLI adds the list
+    of valid names, see policies/registry.py)."""
+    return build_named(name, HAND_RULES)

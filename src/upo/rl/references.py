@@ -1,24 +1,14 @@
-"""Reference policies for UPO and how each one regularises the learned policy."""
+"""Reference policies for UPO and how each one regularises the learned policy. Which names are
+references, and how each regularises, is declared by the policy classes (policies/registry.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import UpoError
+from ..models.denoiser import Denoiser
 from ..policies.base import Policy
-from ..policies.rules import make_rule
-
-REFERENCE_NAMES = [
-    "confidence",
-    "margin",
-    "entropy",
-    "softmax:TAU",
-    "softmax-vocab:TAU",
-    "topk:K",
-    "threshold:P",
-    "eb:GAMMA",
-    "none",
-]
+from ..policies.registry import NO_REFERENCE, policy_class, reference_names
 
 
 @dataclass
@@ -33,31 +23,17 @@ class Reference:
     restrict_topk: int | None
 
 
-def make_reference(name: str) -> Reference:
+def make_reference(name: str, mdm: Denoiser | None = None) -> Reference:
+    """The reference `name` (a spelled policy or none); `mdm` is needed by a search reference."""
+    if name == NO_REFERENCE:
+        return Reference(NO_REFERENCE, None, "none", None)
+    cls = policy_class(name)
+    if cls is None:
+        raise UpoError(f"unknown reference {name!r}; valid: {', '.join(reference_names())}")
+    if cls.needs_mdm and mdm is None:
+        raise UpoError(f"reference {name!r} runs the MDM itself: make it with the MDM")
     try:
-        return _make_reference(name)
+        policy = cls.from_parameter(name.partition(":")[2], mdm)
     except ValueError as err:  # a bad parameter, e.g. softmax:x or topk:0
         raise UpoError(f"bad reference {name!r}: {err}") from None
-
-
-def _make_reference(name: str) -> Reference:
-    base, _, arg = name.partition(":")
-    if name == "none":
-        return Reference("none", None, "none", None)
-    if base in ("confidence", "margin", "entropy") and not arg:
-        # One-hot references: KL to them is infinite off their choice, so use cross-entropy.
-        return Reference(name, make_rule(name), "ce", None)
-    if base in ("threshold", "eb"):
-        # Parallel rules: deterministic sets, so cross-entropy to the set they fill (for a
-        # one-position policy, to their most confident position).
-        return Reference(name, make_rule(name), "ce", None)
-    if base in ("softmax", "softmax-vocab"):
-        # Stochastic rules with full support on the candidates: KL is finite, use it.
-        return Reference(name, make_rule(name), "kl", None)
-    if base in ("topk", "topk-random"):
-        try:
-            k = int(arg) if arg else 5
-        except ValueError:
-            raise UpoError(f"bad reference {name!r}: K must be a whole number") from None
-        return Reference(f"topk:{k}", make_rule(f"topk-random:{k}"), "kl", k)
-    raise UpoError(f"unknown reference {name!r}; valid: {', '.join(REFERENCE_NAMES)}")
+    return Reference(name, policy, policy.regulariser, policy.reference_topk)
