@@ -13,9 +13,10 @@ from upo.config import from_dict, load_config
 from upo.errors import UpoError
 from upo.policies.base import masked_log_softmax
 from upo.policies.learned import PolicyInputs
-from upo.rl.grpo import UPOConfig, chunk_log_probs, chunk_objective, group_advantages, update
+from upo.rl.grpo import UPOConfig, chunk_log_probs, group_advantages, update
 from upo.rl.grpo_config import LOSS_OPTION_DEFAULTS
 from upo.rl.loss_options import ce_to_ties, policy_ratio, tied_top
+from upo.rl.objectives import Chunk, make_objective
 from upo.rl.references import make_reference
 from upo.rl.rollout import States
 
@@ -147,9 +148,8 @@ def test_log_ratio_clamp_in_the_objective(clamp):
     ratio = policy_ratio(new, old, clamp)
     cfg = cfg_with(log_ratio_clamp=clamp, group_size=2)
     adv, w = torch.tensor([-0.4]), torch.tensor([1.0])
-    loss, _ = chunk_objective(
-        s, None, new, old, ratio, adv, w, torch.zeros(1), make_reference("none"), cfg
-    )
+    objective = make_objective(cfg, make_reference("none"))
+    loss, _ = objective.loss(Chunk(s.item, new, old, ratio, w, None), adv, torch.zeros(1))
     loss.backward()
     r = math.exp(12 if clamp is None else 10)
     assert float(loss.detach()) == pytest.approx(0.4 * r, rel=1e-5)

@@ -10,6 +10,8 @@ One rollout round:
     score-function KL estimator to stochastic ones). Where the UPO authors' code computes these
     differently (the loss's temperature, a log-ratio clamp, the CE target's ties, the std-scaling
     rule) UPOConfig has an option, upo's way by default: loss_options.py, docs/paper-recipe.md.
+    The advantages, ratios and per-chunk loss are the objective's (objectives.py), which
+    UPOConfig.objective names.
 
 Budgets count as in TRL's GRPOTrainer, which the paper used: `max_steps` counts optimiser steps,
 and a rollout batch serves `inner_steps` (TRL's num_iterations) of them. The older `steps` counts
@@ -56,7 +58,8 @@ from ..training.distributed import Distributed, check_prompt_split
 from ..training.reporting import reporter_opener
 from ..training.run import Run
 from .grpo_config import DEFAULT_ROUNDS, UPOConfig
-from .loss_options import advantages, ce_to_ties, mdm_torch_dtype, policy_ratio, tied_top
+from .loss_options import advantages, ce_to_ties, mdm_torch_dtype, tied_top
+from .objectives import Chunk, UPOObjective, make_objective, per_item_sum
 from .references import Reference, make_reference
 from .rollout import States, collect
 
@@ -76,10 +79,6 @@ def group_advantages(
     """A = r - mean over the group of samples of the same prompt (optionally / (group std + eps),
     flat groups set to 0 with `zero_flat`: see loss_options.advantages)."""
     return advantages(rewards, group_size, scale, eps, zero_flat)
-
-
-def per_item_sum(values: torch.Tensor, item: torch.Tensor, n_items: int) -> torch.Tensor:
-    return torch.zeros(n_items, dtype=values.dtype, device=values.device).index_add(0, item, values)
 
 
 def inputs_on(net, inputs: PolicyInputs) -> PolicyInputs:
@@ -154,45 +153,6 @@ def chunk_log_probs(
     return logp_all, new, ref_nll, agree
 
 
-def chunk_objective(
-    s: States,
-    ref_nll: torch.Tensor | None,
-    new: torch.Tensor,
-    old: torch.Tensor,
-    ratio: torch.Tensor,
-    adv: torch.Tensor,
-    weight: torch.Tensor,
-    ref_traj: torch.Tensor,
-    ref: Reference,
-    cfg: UPOConfig,
-) -> tuple[torch.Tensor, float]:
-    """The loss of one chunk of whole trajectories, and its regulariser's value: the clipped
-    ratio objective per unmasking step, plus beta times the regulariser (cross-entropy to a
-    one-hot reference's choice or set, or the KL estimator to a stochastic reference)."""
-    n_items = len(adv)
-    a = adv[s.item]
-    surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
-    loss = -(surrogate * weight).sum()
-    reg = 0.0
-    if cfg.beta == 0:
-        return loss, reg
-    if ref.regulariser == "ce":
-        loss = loss + cfg.beta * (ref_nll * weight).sum()
-        reg = float((ref_nll.detach() * weight).sum())
-    elif ref.regulariser == "kl":
-        # Score-function KL estimator: w (1 + log g(tau) - log g_ref(tau)) grad log g(tau), with
-        # w = clip(g(tau) / g_old(tau), 0.5, 2) computed without gradient. The chunk holds whole
-        # trajectories, so its own pass gives log g(tau); at the first inner step new = old and
-        # w = 1 exactly. grad log g(tau) is a sum of per-step terms, weighted like the policy
-        # gradient's (divided by the step count under "mean").
-        new_traj = per_item_sum(new.detach(), s.item, n_items)
-        old_traj = per_item_sum(old, s.item, n_items)
-        w = torch.exp(new_traj - old_traj).clamp(0.5, 2.0)
-        kl_coef = w * (1 + new_traj - ref_traj)
-        loss = loss + cfg.beta * (kl_coef[s.item] * new * weight).sum()
-    return loss, reg
-
-
 def update(
     net,
     opt,
@@ -213,6 +173,7 @@ def update(
     states per inner step, whatever the regulariser. The first inner step's pass provides
     log g_old (the policy is still g_old there), so the ratio is exactly 1 at that step.
     """
+    objective = make_objective(cfg, ref)
     n_items = len(adv)
     adv = adv.to(states.item.device)
     # Chunks are index sets gathered one at a time, not slices of a reordered copy: the cached
@@ -235,10 +196,9 @@ def update(
             logp_all, new, ref_nll, agrees = chunk_log_probs(net, s, cfg.loss_temperature, ref)
             if inner == 0:
                 old[idx] = new.detach()
-            ratio = policy_ratio(new, old[idx], cfg.log_ratio_clamp)
-            loss, reg = chunk_objective(
-                s, ref_nll, new, old[idx], ratio, adv, weight[idx], ref_traj, ref, cfg
-            )
+            ratio = objective.ratio(new, old[idx])
+            chunk = Chunk(s.item, new, old[idx], ratio, weight[idx], ref_nll)
+            loss, reg = objective.loss(chunk, adv, ref_traj)
             reg_value += reg
             loss.backward()
             total += float(loss.detach())
@@ -257,10 +217,7 @@ def update(
             stats.loss = total
             stats.entropy = ent / max(len(states), 1)  # no states: every step was gated
             stats.agreement = agree / max(len(states), 1)
-            if ref.regulariser == "kl":
-                # KL(g_old || g_ref) estimate
-                reg_value = float((per_item_sum(old, states.item, n_items) - ref_traj).mean())
-            stats.reg = reg_value
+            stats.reg = objective.regulariser_value(reg_value, old, states.item, ref_traj)
         stats.clip_frac += clipped / max(len(states), 1) / n_inner
     return stats
 
@@ -289,6 +246,7 @@ class Setting:
     train: Batch
     val: Batch | None
     ref: Reference
+    objective: UPOObjective
     net: PolicyNet
     dist: Distributed
 
@@ -303,7 +261,8 @@ def load_setting(cfg: UPOConfig) -> Setting:
     check_mdm_task(cfg.mdm, cfg.task)
     mdm = load_mdm(cfg.mdm, options=options or None)
     task = get_task(cfg.task, cfg.task_options or None).bind(mdm)
-    ref = make_reference(cfg.reference)
+    ref = make_reference(cfg.reference, mdm)
+    objective = make_objective(cfg, ref)
     torch.manual_seed(cfg.seed)
     net = build_policy(cfg, mdm, ref).to(mdm.device)
     train = task.load(cfg.train_data)
@@ -333,7 +292,7 @@ def load_setting(cfg: UPOConfig) -> Setting:
             f"reference {ref.name}: a set policy (policy keep_above) is regularised towards a "
             "deterministic rule's set; use threshold:P, eb:GAMMA, confidence or none"
         )
-    return Setting(mdm, task, train, val, ref, net, dist)
+    return Setting(mdm, task, train, val, ref, objective, net, dist)
 
 
 def rollout(s: Setting, cfg: UPOConfig, round_: int) -> tuple[Batch, Trajectory, States, float]:
@@ -444,9 +403,7 @@ def train_upo(
         rewards = torch.from_numpy(reward_of(batch, outputs)).float()
         # each MDM call costs: one knob trades accuracy for speed (set policies)
         rewards = rewards - cfg.nfe_cost * traj.nfe.cpu().float()
-        adv = group_advantages(
-            rewards, cfg.group_size, cfg.scale_rewards, cfg.scale_rewards_eps, cfg.zero_std_groups
-        )
+        adv = s.objective.advantages(rewards)
         first_opt = cfg.optimizer_steps_before(round_)
         lrs = [cfg.lr_at(round_, first_opt + i) for i in range(cfg.inner_steps_in(round_))]
         net.train()

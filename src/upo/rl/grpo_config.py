@@ -23,10 +23,14 @@ class UPOConfig:
     )  # PolicyConfig fields (feature_dim comes from the MDM)
     init: str = "pretrained"  # "pretrained" (from `pretrained`) or "random"
     pretrained: str | None = None  # a policy checkpoint made by `upo policy pretrain`
-    # confidence | margin | entropy | softmax:TAU | softmax-vocab:TAU (the paper's softmax
-    # reference, with TAU 0.05) | topk:K | none
+    # A policy name or none; each rule's regulariser (CE or KL) and the Top-K restriction come
+    # with it. The list: docs/policies.md, made from upo.policies.registry (the paper's softmax
+    # reference is softmax-vocab:0.05).
     reference: str = "confidence"
     beta: float = 0.01  # regulariser weight [1e-4]; 0 = no regularisation
+    # The GRPO step's objective by name (rl/objectives.py, like TRL's loss_type): "upo", the
+    # clipped ratio objective plus beta times the reference's regulariser.
+    objective: str = "upo"
     # The budget, one of two (not both): `steps` rollout rounds, each followed by `inner_steps`
     # optimiser steps; or `max_steps` optimiser steps as TRL counts them [3500], done in
     # ceil(max_steps / inner_steps) rounds (the last one may take fewer inner steps). Neither:
@@ -185,10 +189,12 @@ class UPOConfig:
     def run_config(self) -> dict:
         """The settings recorded with a run and compared on --resume. Without max_steps it is
         the dict earlier versions wrote (steps filled in, no max_steps key), so their run
-        directories still resume; likewise nfe_cost is left out when 0."""
+        directories still resume; likewise nfe_cost when 0 and objective when "upo"."""
         out = to_dict(self)
         if self.nfe_cost == 0:
             del out["nfe_cost"]
+        if self.objective == "upo":  # the objective came later
+            del out["objective"]
         # the loss options came later: left out at upo's defaults, so older runs still resume
         for name, default in LOSS_OPTION_DEFAULTS.items():
             if out[name] == default:
@@ -199,11 +205,12 @@ class UPOConfig:
         return out
 
 
-DEFAULT_ROUNDS = 100
+DEFAULT_ROUNDS = 100  # rollout rounds when a config gives neither steps nor max_steps
+# Left out of run_config at these values, so runs from before each option still resume.
 LOSS_OPTION_DEFAULTS = {
     "scale_rewards_eps": 1e-6,
     "zero_std_groups": False,
     "logprob_temperature": None,
     "log_ratio_clamp": None,
     "ce_ties": "argmax",
-}  # rollout rounds when a config gives neither steps nor max_steps
+}

@@ -59,8 +59,8 @@ class PretrainConfig:
     mdm: str = "checkpoints/sudoku9-mdm"
     mdm_options: dict = field(default_factory=dict)  # upo's own MDM: {dtype: float32}, say
     train_data: str = "data/sudoku9-train.jsonl"
-    # a hand rule, the trial-decode search lookahead:K[:GATE[:DEPTH]], or a policy checkpoint of
-    # this MDM; its distribution is the target
+    # any policy name (docs/policies.md: a rule, the search, or a policy checkpoint of this MDM);
+    # its distribution is the target
     reference: str = "confidence"
     # What visits the states (default: the reference): a hand rule, or a policy checkpoint of this
     # MDM, decoding greedily, so that a policy can be trained on the states its own order meets.
