@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .assets import find, hint, shipped_files
 from .errors import UpoError
 from .evaluate import evaluate_policy, markdown_table
+from .evaluation import EvalSettings, Evaluation
 from .io_utils import atomic_write_text, check_file_target, write_json
 from .models.registry import load_mdm
 from .plots import (
@@ -109,20 +110,12 @@ def other_task_tables(
     progress bar) advances with every decoded batch."""
     sections = []
     for name, mdm_path, names, data_path, items in other_task_plan(n):
-        task = get_task(name)
-        mdm = load_mdm(mdm_path, options={"dtype": dtype})
-        batch = task.load(find(data_path, "data")).select(np.arange(items))
-        results = []
-        for policy_name in names:
-            policy = resolve_policy(policy_name, mdm)
-            if bar is not None:
-                bar.set_postfix_str(f"{name}: {policy.name}")
-            results.append(
-                evaluate_policy(
-                    mdm, task, batch, policy, batch_size=batch_size,
-                    progress=bar.update if bar is not None else None,
-                )
-            )  # fmt: skip
+        settings = EvalSettings(
+            name, mdm_path, data_path, ",".join(names), n=items, batch_size=batch_size, dtype=dtype
+        )
+        with Evaluation(settings) as evaluation:  # upo eval's evaluation, without its printing
+            results = evaluation.run(progress=bar.update if bar is not None else lambda _: None)
+        batch = evaluation.inputs.batch
         title = f"{name}, the first {len(batch)} items of `{data_path}`, MDM `{mdm_path}`"
         table = markdown_table(results)
         print(f"\n{title}\n\n{table}")
