@@ -45,7 +45,10 @@ def first_state(mdm, tokens) -> StepState:
     with torch.no_grad():
         logits, feats = mdm(tokens)
     masked = tokens == mdm.mask_id
-    return StepState(tokens, logits, feats, masked, masked, torch.ones_like(masked), 0)
+    # the decode loop rides along as in upo.decode.unmask: the lookahead search calls it
+    return StepState(
+        tokens, logits, feats, masked, masked, torch.ones_like(masked), 0, decode=unmask
+    )
 
 
 @pytest.mark.parametrize("restrict_topk", [None, 3])

@@ -119,6 +119,7 @@ def unmask(
             attention_mask=attention_mask[rows],
             softmax_dtype=softmax_dtype,
             topk_ties=topk_ties,
+            decode=unmask,  # for searches that decode trial copies (policies/lookahead.py)
         )
         choice = policy.select(state, k, generator)
         chosen = choice.chosen & state.candidates

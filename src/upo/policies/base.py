@@ -3,6 +3,7 @@ what a policy class declares about its name (policies/registry.py reads the decl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,6 +37,10 @@ class StepState:
     # the lowest position. Only for reproducing that sampler: topk's choice among ties depends on
     # the device and the row length, so batched decodes may then differ from one-by-one ones.
     topk_ties: bool = False
+    # The decode loop itself (upo.decode.unmask), for a search that finishes trial copies of the
+    # items (lookahead): handed over here so that policies need not import upo.decode, which
+    # imports them (no package loop). None outside a decode loop.
+    decode: Callable | None = None
 
     @property
     def probs(self) -> torch.Tensor:

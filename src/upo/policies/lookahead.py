@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 
-from ..decode import unmask
 from .base import NEG_INF, Choice, Policy, StepState, top_by_score
 from .rules import ArgmaxRule, confidence, one_hot_log_probs
 
@@ -89,7 +88,7 @@ class TrialDecode(Policy):
         trial = state.tokens[rows][r_idx].clone()
         trial[torch.arange(len(c_idx), device=trial.device), c_idx] = digit[r_idx, c_idx]
         mask = None if state.attention_mask is None else state.attention_mask[rows][r_idx]
-        done = unmask(self.mdm, trial, self.finish, attention_mask=mask, max_steps=self.depth)
+        done = state.decode(self.mdm, trial, self.finish, attention_mask=mask, max_steps=self.depth)
         value = own[r_idx, c_idx] + done.token_loglik
         best = torch.full((len(rows),), NEG_INF, device=value.device)
         best = best.scatter_reduce(0, r_idx, value, reduce="amax")
