@@ -32,8 +32,9 @@ for regime in $REGIMES; do
       ev sudoku9-58 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val-hard.jsonl "$RULES,lookahead:3" ;;
     sudoku9-k3)  # a budget of 3 cells per step (19 MDM calls): which 3 to fill together
       ev sudoku9-k3 sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl "$RULES" --k 3
-      ev sudoku9-k3-threshold sudoku9 checkpoints/sudoku9-mdm data/sudoku9-val.jsonl \
-        threshold:0.95,threshold:0.98,checkpoints/sudoku9-parallel ;;
+      $UPO eval --task sudoku9 --mdm checkpoints/sudoku9-mdm --data data/sudoku9-val.jsonl --n "$N" \
+        --threads "$THREADS" --policies threshold:0.95,threshold:0.98,checkpoints/sudoku9-parallel \
+        --json "$R/sudoku9-k3-threshold.json" ;;
     sudoku9-weak)  # an under-trained MDM (a third of the shipped one's steps, 6 minutes to train)
       [ -f runs/sudoku9-mdm-weak/meta.json ] && grep -q '"complete": true' runs/sudoku9-mdm-weak/meta.json ||
         $UPO mdm train --config experiments/configs/mdm-sudoku9-weak.yaml --out runs/sudoku9-mdm-weak \

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upo.evaluation import load_eval_data
 from upo.errors import UpoError
+from upo.evaluation import load_eval_data
 from upo.tasks.registry import TASK_NAMES, get_task
 from upo.tasks.sudoku.io import load_puzzles, write_jsonl
 
