@@ -15,7 +15,7 @@ R=docs/results/headroom
 mkdir -p $R runs
 RULES=confidence,margin,entropy,random,left-to-right
 SAMPLED=softmax:0.05
-REGIMES=${*:-sudoku9 sudoku9-58 sudoku9-k3 sudoku9-weak addition-carry addition-carry-shallow zebra4}
+REGIMES=${*:-sudoku9 sudoku9-58 sudoku9-k3 addition-carry addition-carry-shallow zebra4}
 ev() {  # ev NAME TASK MDM DATA POLICIES [EXTRA FLAGS...]: NAME.json, and NAME-sampled.json
   # for the sampled orders (pass@8), which are not decoded 8 times for the deterministic rules
   local name=$1 task=$2 mdm=$3 data=$4 policies=$5
@@ -35,11 +35,6 @@ for regime in $REGIMES; do
       $UPO eval --task sudoku9 --mdm checkpoints/sudoku9-mdm --data data/sudoku9-val.jsonl --n "$N" \
         --threads "$THREADS" --policies threshold:0.95,threshold:0.98,checkpoints/sudoku9-parallel \
         --json "$R/sudoku9-k3-threshold.json" ;;
-    sudoku9-weak)  # an under-trained MDM (a third of the shipped one's steps, 6 minutes to train)
-      [ -f runs/sudoku9-mdm-weak/meta.json ] && grep -q '"complete": true' runs/sudoku9-mdm-weak/meta.json ||
-        $UPO mdm train --config experiments/configs/mdm-sudoku9-weak.yaml --out runs/sudoku9-mdm-weak \
-          $([ -d runs/sudoku9-mdm-weak ] && echo --resume)
-      ev sudoku9-weak sudoku9 runs/sudoku9-mdm-weak data/sudoku9-val.jsonl "$RULES,lookahead:3" ;;
     addition-carry)  # trained on random digits, decoded on long carry chains
       ev addition-carry addition checkpoints/addition-mdm data/addition-carry-val.jsonl "$RULES,lookahead:3"
       $PY scripts/right_to_left.py checkpoints/addition-mdm data/addition-carry-val.jsonl \

@@ -16,7 +16,6 @@ REGIMES = {
     "sudoku9": "9x9 Sudoku, shipped MDM, 56 blanks (in distribution)",
     "sudoku9-58": "9x9 Sudoku, shipped MDM, 58 blanks (harder)",
     "sudoku9-k3": "9x9 Sudoku, 56 blanks, 3 cells per step (parallel budget)",
-    "sudoku9-weak": "9x9 Sudoku, under-trained MDM, 56 blanks",
     "addition-carry": "addition, shipped MDM (random digits) on carry-heavy sums",
     "addition-carry-shallow": "addition, 0.09M-parameter MDM on carry-heavy sums",
     "zebra4": "Zebra 4x4, shipped MDM",
