@@ -426,7 +426,7 @@ def test_float32_decoding_does_not_depend_on_the_batch():
     "options, needles",
     [
         ({"dtype": "float16"}, ["'float16'", "float32"]),
-        ({"device": "cuda"}, ["'device'", "Hugging Face"]),
+        ({"device": "cuda"}, ["device 'cuda'", "run on the CPU"]),
     ],
 )
 def test_bad_options_for_the_built_in_mdm(good_ckpt, options, needles):

@@ -100,7 +100,9 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
             f"{path}: {sorted(options)[0]} is for Hugging Face models (upo's own MDM takes dtype)"
         )
     if device is not None and torch.device(device).type != "cpu":
-        raise UpoError(f"{path}: upo's own MDMs run on the CPU, not {device}")
+        raise UpoError(
+            f"{path}: device {str(device)!r}: upo's own MDMs run on the CPU, not {device}"
+        )
     if dtype not in TINY_DTYPES:
         raise UpoError(
             f"unknown dtype {dtype!r} for upo's own MDM; valid: {', '.join(TINY_DTYPES)}"
