@@ -26,12 +26,13 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _sdpa_under_a_lowered_kernel_level():
-    """`ATEN_CPU_CAPABILITY=default` (make test-kernels) on a CPU with AMX: torch's CPU flash
-    attention still reaches for AMX bf16 packing and fails ("pack_vnni2 is only supported when
-    avx512 is supported"), a torch defect of the override that no real CPU without AVX512 meets.
-    There, attention takes torch's portable math kernel instead; everywhere else nothing changes."""
+@pytest.fixture
+def bf16_attention_under_a_lowered_kernel_level():
+    """`ATEN_CPU_CAPABILITY=default` on a CPU with AMX: torch's CPU flash attention in bf16 still
+    reaches for AMX packing and fails ("pack_vnni2 is only supported when avx512 is supported"),
+    a torch defect of the override that no real CPU without AVX512 meets. There, bf16 attention
+    takes torch's portable math kernel instead; everywhere else nothing changes. Only for tests
+    that compare in-process results (a CLI subprocess would not get the patch)."""
     from upo.models.precision import NATIVE_BF16_FLAGS, cpu_flags
 
     lowered = torch.backends.cpu.get_cpu_capability() != "AVX512"
@@ -42,10 +43,13 @@ def _sdpa_under_a_lowered_kernel_level():
 
     fused = torch.nn.functional.scaled_dot_product_attention
 
-    def math_attention(*args, **kwargs):
-        # per call: loading a Hugging Face model turns the fused backends back on
-        with sdpa_kernel([SDPBackend.MATH]):
-            return fused(*args, **kwargs)
+    def math_attention(query, *args, **kwargs):
+        # Only bf16 takes the failing AMX packing. float32 keeps the fused kernel, as the CLI
+        # subprocesses of the resume tests (without this patch) do, so their bits agree.
+        if query.dtype != torch.bfloat16:
+            return fused(query, *args, **kwargs)
+        with sdpa_kernel([SDPBackend.MATH]):  # per call: loading an HF model re-enables the rest
+            return fused(query, *args, **kwargs)
 
     torch.nn.functional.scaled_dot_product_attention = math_attention
     yield

@@ -65,6 +65,7 @@ def test_readme_sudoku_example_runs_in_under_15_lines(monkeypatch):
     assert any("-1" in row for row in order)  # the givens
 
 
+@pytest.mark.usefixtures("bf16_attention_under_a_lowered_kernel_level")
 def test_readme_hugging_face_example_runs_on_the_real_llada_code(monkeypatch, tmp_path):
     """The same code with the toy-size LLaDA (real model code) in place of the 8B download."""
     _, code = readme_examples()

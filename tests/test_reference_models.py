@@ -97,6 +97,7 @@ def test_lladas_generate_can_leave_masks_where_upo_fills_every_position(model_di
     assert (theirs == MASK_ID).any() and not (ours == MASK_ID).any()
 
 
+@pytest.mark.usefixtures("bf16_attention_under_a_lowered_kernel_level")
 def test_model_dtype_softmax_reproduces_lladas_bf16_confidences(model_dirs):
     """In bf16, LLaDA's generate() computes its confidences with a softmax in bf16, where many
     near-ties become ties; upo's default float32 softmax can then order them differently.
