@@ -19,32 +19,17 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
+from bench_grpo import batched_step  # the same GRPO step, timed the same way
 
 from upo.models.registry import load_mdm
-from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
-from upo.rl.grpo import UPOConfig, group_advantages, update
+from upo.policies.learned import PolicyConfig, PolicyNet
+from upo.rl.grpo import UPOConfig
 from upo.rl.references import make_reference
-from upo.rl.rollout import collect
 from upo.tasks.registry import get_task
 from upo.tasks.sudoku.io import load_puzzles
-
-
-def grpo_step(mdm, net, tokens, task, batch, cfg, ref) -> tuple[float, float]:
-    """(rollout seconds, update seconds) of one GRPO step; lr 0 keeps the policy fixed."""
-    opt = torch.optim.AdamW(net.parameters(), lr=0.0)
-    sampler = LearnedPolicy(net, mdm.mask_id, greedy=False)
-    t0 = time.perf_counter()
-    traj, states = collect(mdm, tokens, sampler, ref.policy, None, torch.Generator().manual_seed(0))
-    t_roll = time.perf_counter() - t0
-    rewards = torch.from_numpy(task.partial_credit(batch, traj.tokens.numpy())).float()
-    adv = group_advantages(rewards, cfg.group_size, False)
-    t1 = time.perf_counter()
-    update(net, opt, states, adv, ref, cfg, lambda n: None)
-    return t_roll, time.perf_counter() - t1
 
 
 def measure(args) -> list[tuple]:
@@ -62,11 +47,12 @@ def measure(args) -> list[tuple]:
     for name, bf16 in (("float32", False), ("bfloat16", True)):
         torch.manual_seed(0)
         net = PolicyNet(policy_cfg, bf16=bf16)
-        grpo_step(mdm, net, tokens, task, batch, cfg, ref)  # warm-up, untimed
-        runs = sorted(
-            (grpo_step(mdm, net, tokens, task, batch, cfg, ref) for _ in range(args.repeats)),
-            key=sum,
+        batched_step(mdm, net, tokens, task, batch, cfg, ref)  # warm-up, untimed
+        # (rollout s, update s) of one GRPO step, policy fixed (lr 0)
+        steps = (
+            batched_step(mdm, net, tokens, task, batch, cfg, ref)[:2] for _ in range(args.repeats)
         )
+        runs = sorted(steps, key=sum)
         rows.append((name, *runs[len(runs) // 2]))  # the median run: this machine is noisy
     return rows
 
