@@ -164,14 +164,12 @@ def policy_dtype(mdm: Denoiser | None) -> str:
     `dtype: auto | bfloat16 | float32` decided), so one setting governs both and bf16 is never
     emulated on a CPU without it. Without an MDM, the same "auto" rule decides. Weights are
     stored in float32 either way, so a checkpoint trained in one precision runs in the other."""
-    used = getattr(mdm, "dtype_used", None) if mdm is not None else None
-    if used in ("bfloat16", "float32"):
-        return used
-    if used is not None:  # e.g. a float16 Hugging Face model: its features, our float32 head
-        return "float32"
-    from ..models.precision import resolve_dtype
+    if mdm is None:
+        from ..models.precision import resolve_dtype
 
-    return resolve_dtype("auto")
+        return resolve_dtype("auto")
+    # bf16 only where the MDM runs in it; a float16 Hugging Face model gets a float32 head
+    return "bfloat16" if mdm.dtype_used == "bfloat16" else "float32"
 
 
 class PolicyNet(nn.Module):
