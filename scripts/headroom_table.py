@@ -10,6 +10,9 @@ import json
 import sys
 from pathlib import Path
 
+from upo.policies.registry import policy_class
+from upo.policies.rules import HAND_RULES
+
 # One line per regime: what it is, in the screen's order. A regime's results are every
 # RESULTS_DIR/NAME*.json (the rules, and extra files such as the right-to-left order).
 REGIMES = {
@@ -22,10 +25,7 @@ REGIMES = {
 }
 SAMPLED = ("softmax:", "topk-random:", "random")  # sampled orders: pass@8 is the ceiling
 SEARCH = "lookahead"
-# The deterministic hand rules: what "best one-forward rule" is chosen from (learned policies,
-# sampled orders and the search are not).
-HAND_RULES = {"confidence", "margin", "entropy", "random", "left-to-right", "threshold", "eb"}
-HAND_RULES.add("right-to-left (oracle order)")  # scripts/right_to_left.py's row
+RIGHT_TO_LEFT = "right-to-left (oracle order)"  # scripts/right_to_left.py's row, a hand rule too
 
 
 def pct(x: float) -> str:
@@ -56,7 +56,9 @@ def load(results: Path, name: str) -> list[dict]:
 
 
 def one_forward(r: dict) -> bool:
-    return r["policy"].split(":")[0] in HAND_RULES
+    """A hand rule, as the policy registry knows them: what "best one-forward rule" is chosen
+    from (learned policies and the search are not; sampled rules never come near the best)."""
+    return r["policy"] == RIGHT_TO_LEFT or policy_class(r["policy"]) in HAND_RULES
 
 
 def main(results_dir: str, out: str) -> None:
