@@ -14,6 +14,7 @@ from .base import FileCheck
 from .records import BadLine, json_object
 from .sudoku.grid import SPECS
 from .sudoku.task import SudokuTask, check_puzzle_file
+from .sums import SumsSpec, SumsTask
 from .text import GSM8K, MATH500, Countdown, Sudoku4Paper, Sudoku4Text
 from .zebra import ZebraSpec, ZebraTask
 
@@ -44,6 +45,7 @@ def _text(cls: type) -> TaskEntry:
 TASKS: dict[str, TaskEntry] = {
     "addition": _token(lambda: AdditionTask(AdditionSpec(16))),
     "addition-carry": _token(lambda: AdditionTask(AdditionSpec(16, carry_rate=0.5))),
+    "sums": _token(lambda: SumsTask(SumsSpec(5, 3, short_rate=0.6))),
     "sudoku4": _token(lambda: SudokuTask(SPECS["sudoku4"])),
     "sudoku6": _token(lambda: SudokuTask(SPECS["sudoku6"])),
     "sudoku9": _token(lambda: SudokuTask(SPECS["sudoku9"])),
