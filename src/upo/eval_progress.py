@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UpoError
+from .errors import SettingError, UpoError
 from .io_utils import read_json, write_json
 from .stored_chunks import stored_or_computed
 
@@ -36,9 +36,12 @@ class EvalProgress:
             was = read_json(saved)
             changed = sorted(k for k in set(was) | set(settings) if was.get(k) != settings.get(k))
             if changed:
-                raise UpoError(
-                    f"--resume with different settings ({', '.join(changed)}) than the "
-                    f"interrupted evaluation in {self.folder}; rerun without --resume"
+                listed = ", ".join(changed)
+                raise SettingError(
+                    lambda name: (
+                        f"{name('resume')} with different settings ({listed}) than "
+                        f"the interrupted evaluation in {self.folder}; rerun without {name('resume')}"
+                    )
                 )
         else:
             # A fresh run decodes everything itself: batches an earlier run left here (other

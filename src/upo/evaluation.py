@@ -11,8 +11,8 @@ Token tasks (upo's own MDMs) and text tasks (a Hugging Face MDM) share one flow:
 the task bound to it and the data; resolve the policies; decode and score each policy with
 upo.evaluate.evaluate_policy; write the JSON record. What differs by kind is in open_token_inputs
 and open_text_inputs: the settings each takes, the MDM's options, how the data is read, and the
-few record fields only one kind has. Errors name the `upo eval` flags: that is where settings
-come from, and a script's EvalSettings field has the same name.
+few record fields only one kind has. A bad setting raises SettingError, worded with the
+EvalSettings field's name (`pass_at must be at least 1`); `upo eval` words it with its flags.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .assets import find
-from .errors import UpoError
+from .errors import SettingError, UpoError
 from .eval_progress import EvalProgress
 from .evaluate import PolicyResult, evaluate_policy
 from .io_utils import check_dir_target, check_file_target, file_digest, output_lock, write_json
@@ -45,7 +45,7 @@ FIGURES = ("solve_rate.png", "solve_rate_vs_nfe.png", "solve_rate_by_blanks.png"
 
 @dataclass
 class EvalSettings:
-    """Everything one evaluation depends on; the field names are `upo eval`'s flags."""
+    """Everything one evaluation depends on; each field is the `upo eval` flag of its name."""
 
     task: str
     mdm: str
@@ -111,7 +111,7 @@ def load_eval_data(task, path: str, n: int | None, skip_invalid: bool = False):
         raise UpoError(f"{path}: no items to evaluate")
     if n is not None:
         if n < 1:
-            raise UpoError(f"--n must be at least 1, got {n}")
+            raise SettingError(lambda name: f"{name('n')} must be at least 1, got {n}")
         batch = batch.select(np.arange(min(n, len(batch))))
     return batch
 
@@ -125,17 +125,14 @@ def check_mdm_fits(mdm: Denoiser, task: TokenTask, mdm_path: str) -> None:
 
 
 def check_counts(s: EvalSettings) -> None:
-    counts = (
-        ("--k", s.k),
-        ("--pass-at", s.pass_at),
-        ("--threads", s.threads),
-        ("--n", s.n),
-        ("--batch-size", s.batch_size),
-    )
-    for flag, value in counts:
+    for field_name in ("k", "pass_at", "threads", "n", "batch_size"):
+        value = getattr(s, field_name)
         if value is not None and value < 1:
-            raise UpoError(f"{flag} must be at least 1, got {value}")
-    check_seed(s.seed, "--seed")  # pass@N samples derive seeds seed + 1, seed + 2, ...
+            raise SettingError(
+                lambda name, f=field_name, v=value: f"{name(f)} must be at least 1, got {v}"
+            )
+    # pass@N samples derive seeds seed + 1, seed + 2, ...
+    SettingError.check(check_seed, s.seed, "seed")
 
 
 def open_inputs(s: EvalSettings) -> EvalInputs:
@@ -152,14 +149,20 @@ def open_token_inputs(s: EvalSettings) -> EvalInputs:
             f"MDMs; Hugging Face MDMs decode the text tasks ({', '.join(TEXT_TASK_NAMES)})"
         )
     if s.resume and not s.json:
-        raise UpoError("--resume needs --json: the finished batches are kept beside that file")
-    given = [f"--{f.replace('_', '-')}" for f in HF_FIELDS if getattr(s, f)]
+        raise SettingError(
+            lambda name: (
+                f"{name('resume')} needs {name('json')}: the finished batches are kept "
+                "beside that file"
+            )
+        )
+    given = [f for f in HF_FIELDS if getattr(s, f)]
     if given:
-        raise UpoError(f"{given[0]} is for text tasks ({', '.join(TEXT_TASK_NAMES)})")
+        texts = ", ".join(TEXT_TASK_NAMES)
+        raise SettingError(lambda name: f"{name(given[0])} is for text tasks ({texts})")
     if s.batch_size is None:
         s.batch_size = 64
     check_file_target(s.json)
-    check_dir_target(s.plot, "--plot")
+    SettingError.check(check_dir_target, s.plot, "plot")
     for figure in FIGURES if s.plot else ():
         check_file_target(Path(s.plot) / figure)
     task = get_task(s.task)
@@ -186,19 +189,23 @@ def open_token_inputs(s: EvalSettings) -> EvalInputs:
 def open_text_inputs(s: EvalSettings) -> EvalInputs:
     """A text task on a Hugging Face MDM, with the HF settings (HF_FIELDS)."""
     if not is_hf_model(s.mdm):
-        raise UpoError(
-            f"{s.task} is a text task: it needs a Hugging Face MDM (--mdm HUB_ID, hf:HUB_ID or "
-            "hf:DIR)"
+        raise SettingError(
+            lambda name: (
+                f"{s.task} is a text task: it needs a Hugging Face MDM ({name('mdm')} "
+                "HUB_ID, hf:HUB_ID or hf:DIR)"
+            )
         )
-    for flag, unused in (
-        ("--pass-at", s.pass_at != 1),
-        ("--plot", s.plot),
-        ("--show-order", s.show_order),
-        ("--skip-invalid", s.skip_invalid),
-        ("--resume", s.resume),
+    for field_name, unused in (
+        ("pass_at", s.pass_at != 1),
+        ("plot", s.plot),
+        ("show_order", s.show_order),
+        ("skip_invalid", s.skip_invalid),
+        ("resume", s.resume),
     ):
         if unused:
-            raise UpoError(f"{flag} is not available for text tasks")
+            raise SettingError(
+                lambda name, f=field_name: f"{name(f)} is not available for text tasks"
+            )
     if s.batch_size is None:
         s.batch_size = 8  # sequences of prompt + answer on a large model
     check_file_target(s.json)
@@ -233,7 +240,7 @@ def resolve_policies(text: str, mdm) -> tuple[list[str], list]:
     """(the names as given, the policies) of a comma-separated list of policy names."""
     names = [p.strip() for p in text.split(",") if p.strip()]
     if not names:
-        raise UpoError("--policies is empty")
+        raise SettingError(lambda name: f"{name('policies')} is empty")
     policies = [resolve_policy(name, mdm) for name in names]
     # A checkpoint is shown by its folder name; two folders of one name (runs/a/policy,
     # runs/b/policy) are shown as given instead, so their rows stay apart.
@@ -368,9 +375,12 @@ def write_results(path: str, results: dict, store) -> None:
     except UpoError as err:
         if store is None:
             raise
-        raise UpoError(
-            f"{err}; the decoded batches are kept in {store.folder}: "
-            f"run the same command with --resume to write the results"
+        failure = str(err)  # `err` is unbound once this block ends; the wording runs later too
+        raise SettingError(
+            lambda name: (
+                f"{failure}; the decoded batches are kept in {store.folder}: run the same "
+                f"evaluation with {name('resume')} to write the results"
+            )
         ) from None
     if store is not None:
         store.finish()  # the results are safe in the JSON now

@@ -13,11 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UpoError
+from ..errors import SettingError, UpoError
 from ..tasks.base import Batch
 
 
 def run_eval(args) -> int:
+    try:
+        return evaluate_and_print(args)
+    except SettingError as err:  # worded with EvalSettings' field names: say the flags instead
+        raise UpoError(err.worded(flag)) from None
+
+
+def flag(field: str) -> str:
+    """The `upo eval` flag of an EvalSettings field: pass_at -> --pass-at."""
+    return "--" + field.replace("_", "-")
+
+
+def evaluate_and_print(args) -> int:
     from ..evaluation import EvalSettings, Evaluation
 
     fields = {f.name for f in dataclasses.fields(EvalSettings)}
