@@ -2,7 +2,7 @@
 # Held-out and policy-training files of the addition and Zebra tasks (the MDMs train on generated
 # streams and never read these). Test first, then validation excluding test, then training
 # excluding both: `--exclude` guarantees the files never share an item.
-# Usage: scripts/make_task_data.sh [addition|zebra|all]
+# Usage: scripts/make_task_data.sh [addition|zebra|sums|all]
 set -euo pipefail
 UPO=${UPO:-.venv/bin/upo}
 PART=${1:-all}
@@ -28,4 +28,10 @@ if [ "$PART" = zebra ] || [ "$PART" = all ]; then
   $UPO data make zebra4 --n 300 --seed 702 --out data/zebra4-val.jsonl --exclude data/zebra4-test.jsonl
   $UPO data make zebra4 --n 1000 --seed 703 --out data/zebra4-train.jsonl \
     --exclude data/zebra4-test.jsonl data/zebra4-val.jsonl
+fi
+if [ "$PART" = sums ] || [ "$PART" = all ]; then
+  # Sums of 5 numbers of 1-3 digits (the end-of-text-trap regime): validation and policy training.
+  # No test file is kept: test sets are drawn fresh (checkpoints/headline.yaml's data_make).
+  $UPO data make sums --n 300 --seed 802 --out data/sums-val.jsonl
+  $UPO data make sums --n 2000 --seed 803 --out data/sums-train.jsonl --exclude data/sums-val.jsonl
 fi
