@@ -4,6 +4,7 @@ with exactly the policy, metrics and meta of an uninterrupted run, redoing only 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -225,7 +226,7 @@ def test_a_kill_after_the_final_checkpoint_leaves_nothing_behind(tmp_path, files
     """Killed between the final save and the removal of the stored states: a fresh start is
     refused as for any checkpoint, and --resume reports the run complete and tidies up."""
     run = tmp_path / "run"
-    real_rmtree = pretrain_module.shutil.rmtree
+    real_rmtree = shutil.rmtree
 
     def rmtree(path, *args, **kwargs):
         if Path(path).name == VISITED:
@@ -233,7 +234,7 @@ def test_a_kill_after_the_final_checkpoint_leaves_nothing_behind(tmp_path, files
         return real_rmtree(path, *args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(pretrain_module.shutil, "rmtree", rmtree)
+        m.setattr(shutil, "rmtree", rmtree)  # the run removes VISITED with it
         with pytest.raises(Interrupt):
             pretrain_policy(config(files), run)
     assert (run / VISITED).is_dir() and json.loads((run / "meta.json").read_text())["complete"]

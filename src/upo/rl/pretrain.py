@@ -15,7 +15,6 @@ beside the same figure for the reference.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -26,13 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import (
-    prepare_run_dir,
-    same_run_config,
-)
 from ..config import check_seed, from_dict, to_dict
 from ..errors import UpoError
-from ..io_utils import file_digest, read_json, write_json
+from ..io_utils import file_digest
 from ..models.denoiser import Denoiser
 from ..models.registry import check_mdm_task, is_hf_model, load_mdm
 from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
@@ -47,7 +42,7 @@ from ..policies.learned import (
 from ..policies.resolve import resolve_policy
 from ..stored_chunks import stored_or_computed
 from ..tasks.registry import TEXT_TASK_NAMES, get_task
-from ..training.run import Run
+from ..training.run import Run, Stage
 from .rollout import States, chunks, collect
 
 VISITED = "visited"  # folder in OUT holding the visited states until the run is complete
@@ -233,44 +228,6 @@ def agreement(net: PolicyNet, states: States) -> tuple[float, float, float]:
     return agree / n, ce / n, conf_agree / n
 
 
-def prepare_pretrain_dir(
-    out_dir: Path, train_config: dict, resume: bool, provenance: dict
-) -> dict | None:
-    """As prepare_run_dir, for a run that may also have been interrupted while it visited the
-    states, before its first checkpoint: then only VISITED/ is there to resume. `provenance` (MDM
-    fingerprint, training data digest) must be what the stored states were visited with."""
-    visited = out_dir / VISITED
-    if not resume:
-        prepare_run_dir(out_dir, train_config, resume)  # refuses a checkpoint in out_dir
-        if visited.is_dir():
-            raise UpoError(
-                f"{out_dir}: holds the states of an interrupted pre-training; pass --resume or "
-                "choose another --out"
-            )
-        return None
-    checkpoint_config, run_json = out_dir / "config.json", visited / "run.json"
-    if checkpoint_config.exists():
-        finished = prepare_run_dir(out_dir, train_config, resume)
-        if finished is not None:
-            return finished
-    elif not run_json.is_file():
-        raise UpoError(
-            f"{out_dir}: nothing to resume (no interrupted pre-training); run without --resume"
-        )
-    was = read_json(run_json) if run_json.is_file() else {}
-    if was and not same_run_config(was.get("train") or {}, train_config):
-        raise UpoError(f"{out_dir}: --resume with a different config than the run was started with")
-    if checkpoint_config.exists():
-        was.setdefault("mdm_fingerprint", read_json(checkpoint_config).get("mdm_fingerprint"))
-    for key, what in (("mdm_fingerprint", "MDM"), ("train_data_digest", "training data")):
-        if key in was and was[key] != provenance[key]:
-            raise UpoError(
-                f"{out_dir}: the {what} changed since the run was started; rerun without "
-                "--resume into another --out"
-            )
-    return None
-
-
 def pretrain_policy(
     cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
 ) -> dict:
@@ -313,20 +270,19 @@ def pretrain_policy(
         "mdm_fingerprint": mdm.fingerprint(),
         "train_data_digest": file_digest(cfg.train_data),
     }
-    finished = prepare_pretrain_dir(out_dir, train_config, resume, provenance)
-    if finished is not None:
-        # a kill after the final checkpoint can leave the stored states behind
-        shutil.rmtree(out_dir / VISITED, ignore_errors=True)
-        print(f"{out_dir}: pre-training already complete", file=sys.stderr)
-        return finished
     # config.json is completed once the network exists (policy_checkpoint_config)
     run = Run(
-        out_dir, kind="policy", task=cfg.task, command=command, config={"train": train_config}
+        out_dir,
+        kind="policy",
+        task=cfg.task,
+        command=command,
+        config={"train": train_config},
+        stage=Stage(VISITED, holds="the states", provenance=provenance),
+        activity="pre-training",
     )
-    visited = out_dir / VISITED
-    if not visited.is_dir():
-        visited.mkdir(parents=True)
-        write_json(visited / "run.json", {"train": train_config, **provenance})
+    if (finished := run.prepare(resume)) is not None:
+        return finished
+    visited = run.open_stage()
     certain_above = policy_cfg.certain_above
     t0 = time.perf_counter()
     answers = data.answers if cfg.target == "correct" else None
@@ -440,6 +396,4 @@ def pretrain_policy(
             extra = {"generator_state": gen.get_state()}
             run.save(net, step, False, meta_for(record), opt, state, extra)
     bar.close()
-    meta = run.save(net, step, True, meta_for(record))
-    shutil.rmtree(visited, ignore_errors=True)  # large, and only needed to resume
-    return meta
+    return run.save(net, step, True, meta_for(record))  # drops the visited states

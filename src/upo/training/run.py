@@ -16,11 +16,16 @@ maths plus a short loop:
         run.write({"step": step + 1, ...})
         run.save(model, step + 1, complete=False, meta={...}, optimizer=optimizer)
     run.save(model, total, complete=True, meta={...})
+
+A run that computes something costly before its first checkpoint (policy pretrain visits the
+states it imitates) keeps it in a Stage folder of OUT, so that --resume can continue even a run
+cut before any checkpoint: `run.open_stage()` gives the folder, and the final checkpoint drops it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,9 +40,11 @@ from ..checkpoint import (
     load_train_state,
     load_weights,
     prepare_run_dir,
+    same_run_config,
     save_checkpoint,
 )
-from ..io_utils import JsonlLog, output_lock, real_dir, recover_dir
+from ..errors import UpoError
+from ..io_utils import JsonlLog, output_lock, read_json, real_dir, recover_dir, write_json
 from .distributed import process_rank
 
 
@@ -62,6 +69,22 @@ def claim_run_dir(out: str | Path) -> Iterator[Path]:
         yield out_dir
 
 
+# How messages name what a stage's work was computed from (Stage.provenance keys).
+PROVENANCE_NAMES = {"mdm_fingerprint": "MDM", "train_data_digest": "training data"}
+
+
+@dataclass
+class Stage:
+    """Work a run does before its first checkpoint, kept in OUT/folder so that --resume reuses
+    it even when the run was cut before any checkpoint. folder/run.json records the run's
+    settings and `provenance` (what the stored work was computed from: the MDM's fingerprint,
+    the training data's digest), which a resume must find unchanged."""
+
+    folder: str
+    holds: str  # what the folder holds, for messages: "the states"
+    provenance: dict = field(default_factory=dict)
+
+
 @dataclass
 class Run:
     """One training run's directory. `config` is what every checkpoint's config.json holds; its
@@ -74,6 +97,8 @@ class Run:
     command: str
     config: dict
     main: bool = True
+    stage: Stage | None = None
+    activity: str = "training"  # what the run does, for messages: "pre-training"
     step: int = 0  # steps done before this process started (the resume point)
     state: dict = field(default_factory=dict)  # the rest of train_state.json (seconds, epoch)
     extra: dict = field(default_factory=dict)  # tensors saved beside the optimizer's
@@ -91,11 +116,68 @@ class Run:
     def prepare(self, resume: bool) -> dict | None:
         """Check that OUT can start (or with `resume`, continue) this run, before anything is
         written. Returns the finished run's meta when it is already complete, else None."""
-        finished = prepare_run_dir(self.out_dir, self.settings, resume)
+        if self.stage is None:
+            finished = prepare_run_dir(self.out_dir, self.settings, resume)
+        else:
+            finished = self._prepare_staged(resume)
         if finished is not None:
+            if self.stage is not None:  # a kill after the final checkpoint can leave it behind
+                shutil.rmtree(self.out_dir / self.stage.folder, ignore_errors=True)
             steps = finished.get("steps")
-            print(f"{self.out_dir}: training already complete ({steps} steps)", file=sys.stderr)
+            print(
+                f"{self.out_dir}: {self.activity} already complete ({steps} steps)",
+                file=sys.stderr,
+            )
         return finished
+
+    def _prepare_staged(self, resume: bool) -> dict | None:
+        """prepare for a run with a Stage: one cut before its first checkpoint has only the
+        stage's folder to resume from, and what is stored there must be of this run's settings
+        and provenance."""
+        stage_dir = self.out_dir / self.stage.folder
+        if not resume:
+            prepare_run_dir(self.out_dir, self.settings, resume)  # refuses a checkpoint in OUT
+            if stage_dir.is_dir():
+                raise UpoError(
+                    f"{self.out_dir}: holds {self.stage.holds} of an interrupted {self.activity}; "
+                    "pass --resume or choose another --out"
+                )
+            return None
+        checkpoint_config, run_json = self.out_dir / "config.json", stage_dir / "run.json"
+        if checkpoint_config.exists():
+            finished = prepare_run_dir(self.out_dir, self.settings, resume)
+            if finished is not None:
+                return finished
+        elif not run_json.is_file():
+            raise UpoError(
+                f"{self.out_dir}: nothing to resume (no interrupted {self.activity}); run "
+                "without --resume"
+            )
+        was = read_json(run_json) if run_json.is_file() else {}
+        if was and not same_run_config(was.get("train") or {}, self.settings):
+            raise UpoError(
+                f"{self.out_dir}: --resume with a different config than the run was started with"
+            )
+        if checkpoint_config.exists():  # the checkpoint says what it was trained from too
+            saved = read_json(checkpoint_config)
+            for key in self.stage.provenance:
+                if key in saved:
+                    was.setdefault(key, saved[key])
+        for key, now in self.stage.provenance.items():
+            if key in was and was[key] != now:
+                raise UpoError(
+                    f"{self.out_dir}: the {PROVENANCE_NAMES.get(key, key)} changed since the run "
+                    "was started; rerun without --resume into another --out"
+                )
+        return None
+
+    def open_stage(self) -> Path:
+        """The stage's folder, made (with its run.json) when this run starts it."""
+        stage_dir = self.out_dir / self.stage.folder
+        if not stage_dir.is_dir():
+            stage_dir.mkdir(parents=True)
+            write_json(stage_dir / "run.json", {"train": self.settings, **self.stage.provenance})
+        return stage_dir
 
     @property
     def resumable(self) -> bool:
@@ -167,6 +249,8 @@ class Run:
             return full
         if complete:
             save_checkpoint(self.out_dir, model, self.config, full)
+            if self.stage is not None:  # large, and only needed to resume
+                shutil.rmtree(self.out_dir / self.stage.folder, ignore_errors=True)
         else:
             save_checkpoint(
                 self.out_dir,
