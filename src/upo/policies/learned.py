@@ -172,6 +172,18 @@ def policy_dtype(mdm: Denoiser | None) -> str:
     return "bfloat16" if mdm.dtype_used == "bfloat16" else "float32"
 
 
+def mdm_meta(mdm_name: str, mdm: Denoiser, fingerprint: str) -> dict:
+    """What a policy checkpoint's meta.json says about the MDM it was trained with (policy
+    train and policy pretrain alike): the name it was given, the dtype it ran in ("auto" differs
+    by CPU), the policy network's (which follows the MDM's) and the MDM's fingerprint."""
+    return {
+        "mdm": mdm_name,
+        "mdm_dtype": mdm.dtype_used,
+        "policy_dtype": policy_dtype(mdm),
+        "mdm_fingerprint": fingerprint,
+    }
+
+
 class PolicyNet(nn.Module):
     def __init__(self, cfg: PolicyConfig, bf16: bool = True):
         super().__init__()

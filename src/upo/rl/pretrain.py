@@ -30,17 +30,19 @@ from ..errors import UpoError
 from ..io_utils import file_digest
 from ..models.denoiser import Denoiser
 from ..models.registry import check_mdm_task, is_hf_model, load_mdm
-from ..policies.base import NEG_INF, masked_log_softmax, top_by_score
+from ..policies.base import NEG_INF, Policy, masked_log_softmax, top_by_score
 from ..policies.learned import (
     PolicyConfig,
     PolicyInputs,
     PolicyNet,
     is_decision,
+    mdm_meta,
     policy_checkpoint_config,
     policy_dtype,
 )
 from ..policies.resolve import resolve_policy
 from ..stored_chunks import stored_or_computed
+from ..tasks.base import Batch
 from ..tasks.registry import TEXT_TASK_NAMES, get_task
 from ..training.run import Run, Stage
 from .rollout import States, chunks, collect
@@ -228,13 +230,19 @@ def agreement(net: PolicyNet, states: States) -> tuple[float, float, float]:
     return agree / n, ce / n, conf_agree / n
 
 
-def pretrain_policy(
-    cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
-) -> dict:
-    """Visit the states, then fit the policy for `cfg.epochs` epochs. The visited states are kept
-    in OUT/visited/ chunk by chunk and a checkpoint is written after every epoch, so `resume`
-    continues an interrupted run where it stopped, with the result of an uninterrupted one."""
-    out_dir = Path(out_dir)
+@dataclass
+class PretrainSetting:
+    """What a pre-training run works on, opened and checked before its run directory is touched."""
+
+    mdm: Denoiser
+    data: Batch  # the training file: n_puzzles items to train on, then held_out to report on
+    reference: Policy  # its distribution over positions is the target
+    decode_rules: list[Policy]  # what visits the states (cfg.decode_with; default the reference)
+    policy_cfg: PolicyConfig
+    provenance: dict  # what the visited states are made from: MDM fingerprint, data digest
+
+
+def load_pretrain_setting(cfg: PretrainConfig) -> PretrainSetting:
     if cfg.task in TEXT_TASK_NAMES or is_hf_model(cfg.mdm):
         # Pre-training keeps the features of every visited state in memory: for a 4096-wide
         # LLM over hundreds of positions and steps per prompt that is hundreds of GB. GRPO keeps
@@ -265,11 +273,122 @@ def pretrain_policy(
     policy_cfg = from_dict(
         PolicyConfig, {**cfg.policy, "feature_dim": mdm.feature_dim}, "config: policy"
     )
-    train_config = to_dict(cfg)
     provenance = {
         "mdm_fingerprint": mdm.fingerprint(),
         "train_data_digest": file_digest(cfg.train_data),
     }
+    return PretrainSetting(mdm, data, reference, decode_rules, policy_cfg, provenance)
+
+
+def visit_splits(cfg: PretrainConfig, s: PretrainSetting, visited: Path) -> tuple[States, States]:
+    """(training states, held-out states): the states every decode rule visits on the training
+    items and on the held-out ones, each chunk kept in `visited` (and taken from there)."""
+    answers = s.data.answers if cfg.target == "correct" else None
+    certain_above = s.policy_cfg.certain_above
+
+    def visit(split: str, part: slice, seed: int, only_informative: bool = False) -> States:
+        # visitor k gets seeds seed + 2k, so the first keeps the seeds of a single visitor
+        return concat_states(
+            [
+                visit_states(
+                    s.mdm,
+                    s.data.tokens[part],
+                    decode_rule,
+                    s.reference,
+                    seed + 2 * k,
+                    None if answers is None else answers[part],
+                    only_informative=only_informative,
+                    certain_above=certain_above,
+                    store_prefix=visited / f"{split}-v{k}",
+                )
+                for k, decode_rule in enumerate(s.decode_rules)
+            ]
+        )
+
+    informative_only = cfg.target == "correct" and cfg.pointwise_weight == 0
+    train_states = visit("train", slice(0, cfg.n_puzzles), cfg.seed, informative_only)
+    held_states = visit("held", slice(cfg.n_puzzles, cfg.n_puzzles + cfg.held_out), cfg.seed + 1)
+    return train_states, held_states
+
+
+def train_epoch(
+    cfg: PretrainConfig,
+    net: PolicyNet,
+    opt: torch.optim.Optimizer,
+    states: States,
+    gen: torch.Generator,
+    step: int,
+    total_steps: int,
+    bar: tqdm,
+) -> tuple[torch.Tensor, int]:
+    """One pass over `states` in a random order, the learning rate on a cosine over all epochs;
+    (the last batch's loss, the step count after it)."""
+    net.train()
+    perm = torch.randperm(len(states), generator=gen)
+    for start in range(0, len(perm), cfg.batch_states):
+        s = states.take(perm[start : start + cfg.batch_states])
+        lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / total_steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = pretrain_loss(cfg, net, s)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return loss, step
+
+
+def epoch_record(
+    cfg: PretrainConfig, net: PolicyNet, held_states: States, step: int, epoch: int, loss
+) -> tuple[dict, str]:
+    """(the metrics.jsonl line after `epoch`, measured on the held-out states; its summary)."""
+    net.eval()
+    agree, ce, conf_agree = agreement(net, held_states)
+    record = {
+        "step": step,
+        "epoch": epoch + 1,
+        "train_loss": loss.item(),
+        "held_out_agreement": agree,
+        "held_out_ce": ce,
+        "confidence_agreement": conf_agree,
+    }
+    message = (
+        f"held-out top-1 agreement with {cfg.reference} {agree:.3f} "
+        f"(max-confidence {conf_agree:.3f}), CE {ce:.3f}"
+    )
+    if cfg.target == "correct":
+        mine, ref = top1_correct(net, held_states)
+        record.update(held_out_top1_correct=mine, reference_top1_correct=ref)
+        message += f"; top choice right {mine:.4f} (reference {ref:.4f})"
+    return record, message
+
+
+def pretrain_meta(
+    cfg: PretrainConfig, s: PretrainSetting, states: int, record: dict, seconds: float
+) -> dict:
+    """meta.json's own fields of a pre-training checkpoint (Run.meta adds what every run's has):
+    the last epoch's held-out figures, and the seconds spent over every attempt."""
+    return {
+        "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
+        "train_data": cfg.train_data,
+        **mdm_meta(cfg.mdm, s.mdm, s.provenance["mdm_fingerprint"]),
+        "states": states,
+        **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
+        "seconds": round(seconds, 1),
+    }
+
+
+def pretrain_policy(
+    cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, command: str = ""
+) -> dict:
+    """Visit the states, then fit the policy for `cfg.epochs` epochs. The visited states are kept
+    in OUT/visited/ chunk by chunk and a checkpoint is written after every epoch, so `resume`
+    continues an interrupted run where it stopped, with the result of an uninterrupted one."""
+    s = load_pretrain_setting(cfg)
+    train_config = to_dict(cfg)
     # config.json is completed once the network exists (policy_checkpoint_config)
     run = Run(
         out_dir,
@@ -277,55 +396,26 @@ def pretrain_policy(
         task=cfg.task,
         command=command,
         config={"train": train_config},
-        stage=Stage(VISITED, holds="the states", provenance=provenance),
+        stage=Stage(VISITED, holds="the states", provenance=s.provenance),
         activity="pre-training",
     )
     if (finished := run.prepare(resume)) is not None:
         return finished
-    visited = run.open_stage()
-    certain_above = policy_cfg.certain_above
     t0 = time.perf_counter()
-    answers = data.answers if cfg.target == "correct" else None
-    train_part, held_part = (
-        slice(0, cfg.n_puzzles),
-        slice(cfg.n_puzzles, cfg.n_puzzles + cfg.held_out),
-    )
-
-    def visit(split: str, part: slice, seed: int, only_informative: bool = False) -> States:
-        # visitor k gets seeds seed + 2k, so the first keeps the seeds of a single visitor
-        return concat_states(
-            [
-                visit_states(
-                    mdm,
-                    data.tokens[part],
-                    decode_rule,
-                    reference,
-                    seed + 2 * k,
-                    None if answers is None else answers[part],
-                    only_informative=only_informative,
-                    certain_above=certain_above,
-                    store_prefix=visited / f"{split}-v{k}",
-                )
-                for k, decode_rule in enumerate(decode_rules)
-            ]
-        )
-
-    informative_only = cfg.target == "correct" and cfg.pointwise_weight == 0
-    train_states = visit("train", train_part, cfg.seed, informative_only)
-    held_states = visit("held", held_part, cfg.seed + 1)
+    train_states, held_states = visit_splits(cfg, s, run.open_stage())
     t_collect = time.perf_counter() - t0
     # The visits draw from their own generators, never from the global one seeded above, so a
     # resumed run whose states came from disk initialises the network as an uninterrupted one.
-    net = PolicyNet(policy_cfg, bf16=policy_dtype(mdm) == "bfloat16")
+    net = PolicyNet(s.policy_cfg, bf16=policy_dtype(s.mdm) == "bfloat16")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = (len(train_states) + cfg.batch_states - 1) // cfg.batch_states
     total_steps = cfg.epochs * steps_per_epoch
-    run.config = policy_checkpoint_config(net, provenance["mdm_fingerprint"], train_config)
+    run.config = policy_checkpoint_config(net, s.provenance["mdm_fingerprint"], train_config)
     run.restore(net, opt)  # after an interrupted epoch loop; a fresh run has nothing to restore
     if resume:
-        run.note_dtype("mdm_dtype", mdm.dtype_used)
-        run.note_dtype("policy_dtype", policy_dtype(mdm))
+        run.note_dtype("mdm_dtype", s.mdm.dtype_used)
+        run.note_dtype("policy_dtype", policy_dtype(s.mdm))
     if "generator_state" in run.extra:
         gen.set_state(run.extra["generator_state"])
     first_epoch = int(run.state.get("epoch", 0))
@@ -340,60 +430,18 @@ def pretrain_policy(
     run.step = step
     run.open_log()
 
-    def meta_for(record: dict) -> dict:
-        return {
-            "pretrained_on": cfg.reference if cfg.target == "reference" else "correct",
-            "train_data": cfg.train_data,
-            "mdm": cfg.mdm,
-            "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
-            "policy_dtype": policy_dtype(mdm),  # follows the MDM's
-            "mdm_fingerprint": provenance["mdm_fingerprint"],
-            "states": len(train_states),
-            **{k: v for k, v in record.items() if k not in ("step", "epoch", "train_loss")},
-            "seconds": round(seconds_before + time.perf_counter() - t0, 1),
-        }
-
     bar = tqdm(total=total_steps, initial=step, desc="policy pretrain", file=sys.stderr)
     for epoch in range(first_epoch, cfg.epochs):
-        net.train()
-        perm = torch.randperm(len(train_states), generator=gen)
-        for start in range(0, len(perm), cfg.batch_states):
-            s = train_states.take(perm[start : start + cfg.batch_states])
-            lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / total_steps))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss = pretrain_loss(cfg, net, s)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        net.eval()
-        agree, ce, conf_agree = agreement(net, held_states)
-        record = {
-            "step": step,
-            "epoch": epoch + 1,
-            "train_loss": loss.item(),
-            "held_out_agreement": agree,
-            "held_out_ce": ce,
-            "confidence_agreement": conf_agree,
-        }
-        message = (
-            f"held-out top-1 agreement with {cfg.reference} {agree:.3f} "
-            f"(max-confidence {conf_agree:.3f}), CE {ce:.3f}"
-        )
-        if cfg.target == "correct":
-            mine, ref = top1_correct(net, held_states)
-            record.update(held_out_top1_correct=mine, reference_top1_correct=ref)
-            message += f"; top choice right {mine:.4f} (reference {ref:.4f})"
+        loss, step = train_epoch(cfg, net, opt, train_states, gen, step, total_steps, bar)
+        record, message = epoch_record(cfg, net, held_states, step, epoch, loss)
         run.write(record)
         bar.write(f"epoch {epoch + 1}: {message}")
+        seconds = seconds_before + time.perf_counter() - t0
         if epoch + 1 < cfg.epochs:
-            seconds = seconds_before + time.perf_counter() - t0
+            meta = pretrain_meta(cfg, s, len(train_states), record, seconds)
             state = {"epoch": epoch + 1, "seconds": seconds}
-            extra = {"generator_state": gen.get_state()}
-            run.save(net, step, False, meta_for(record), opt, state, extra)
+            run.save(net, step, False, meta, opt, state, {"generator_state": gen.get_state()})
     bar.close()
-    return run.save(net, step, True, meta_for(record))  # drops the visited states
+    seconds = seconds_before + time.perf_counter() - t0
+    meta = pretrain_meta(cfg, s, len(train_states), record, seconds)
+    return run.save(net, step, True, meta)  # drops the visited states
