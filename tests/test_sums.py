@@ -29,9 +29,9 @@ def run(capsys, *argv):
 def test_layout_lengths_and_tokens():
     assert SPEC.seq_len == len(SPEC.place) == SPEC.answer_start + SPEC.answer_length
     row = encode(SPEC, [12, 345, 6, 0, 999])
-    assert render(SPEC, row) == "012+345+006+000+999=0357,0363,0363,1362"
+    assert render(SPEC, row) == "012+345+006+000+999=357,363,363,1362..."
     short = encode(SPEC, [12, 345, 6, 0, 999], "short")
-    assert render(SPEC, short) == "012+345+006+000+999=1362" + "." * (SPEC.answer_length - W)
+    assert render(SPEC, short) == "012+345+006+000+999=1362" + "." * (SPEC.answer_length - 4)
     assert (encode(SPEC, [1] * K, "masked")[SPEC.answer_start :] == MASK).all()
 
 
@@ -45,7 +45,7 @@ def test_both_phrasings_are_solved_and_a_wrong_total_is_not(ns):
         assert TASK.solved(batch, out)[0] == 1.0 and TASK.partial_credit(batch, out)[0] == 1.0
         assert answer_forms(SPEC, out) == [form]
         wrong = out.copy()
-        last_digit = SPEC.answer_start + (SPEC.answer_length - 1 if form == "worked" else W - 1)
+        last_digit = SPEC.answer_start + int(np.flatnonzero(out[0, SPEC.answer_start :] < 10)[-1])
         wrong[0, last_digit] = (wrong[0, last_digit] + 1) % 10
         assert TASK.solved(batch, wrong)[0] == 0.0
         assert TASK.partial_credit(batch, wrong)[0] == pytest.approx((W - 1) / W)
@@ -60,11 +60,12 @@ def test_malformed_answers_are_not_solved():
     gap[0, -1] = 2  # a digit after END
     cases.append(gap)
     two = encode(SPEC, ns, "worked")[None]
-    two[0, start + 2 * W + 1 :] = END  # two totals: neither phrasing
+    two[0, start + 7 :] = END  # two totals (357,363): neither phrasing
     cases.append(two)
-    narrow = encode(SPEC, ns, "short")[None]
-    narrow[0, start + W - 1] = END  # a total three digits wide
-    cases.append(narrow)
+    lead = encode(SPEC, ns, "short")[None]
+    lead[0, start + 1 : start + 5] = lead[0, start : start + 4]
+    lead[0, start] = 0  # a leading zero
+    cases.append(lead)
     comma = encode(SPEC, ns, "worked")[None]
     comma[0, start] = COMMA
     cases.append(comma)
