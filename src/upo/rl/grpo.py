@@ -47,6 +47,7 @@ from ..policies.learned import (
     PolicyNet,
     is_decision,
     load_policy,
+    mdm_meta,
     policy_checkpoint_config,
     policy_dtype,
 )
@@ -332,6 +333,92 @@ def rollout(s: Setting, cfg: UPOConfig, round_: int) -> tuple[Batch, Trajectory,
     return batch, traj, states, time.perf_counter() - start
 
 
+def confidence_baseline(s: Setting) -> float | None:
+    """Max-confidence's solve rate on the validation items: what the run's validation is read
+    against (None without validation, and on every process but the main one)."""
+    if s.val is None or not s.dist.main:
+        return None
+    return evaluate_policy(s.mdm, s.task, s.val, make_rule("confidence")).solve_rate
+
+
+def round_rewards(cfg: UPOConfig, task: Task, batch: Batch, traj: Trajectory) -> torch.Tensor:
+    """Each rollout's reward: solved or partial credit, less nfe_cost per MDM call."""
+    outputs = traj.tokens.cpu().numpy()
+    reward_of = task.solved if cfg.reward == "solved" else task.partial_credit
+    rewards = torch.from_numpy(reward_of(batch, outputs)).float()
+    # each MDM call costs: one knob trades accuracy for speed (set policies)
+    return rewards - cfg.nfe_cost * traj.nfe.cpu().float()
+
+
+def round_record(
+    cfg: UPOConfig,
+    dist: Distributed,
+    done: int,
+    rewards: torch.Tensor,
+    solved: np.ndarray,
+    traj: Trajectory,
+    states: States,
+    stats: UpdateStats,
+    seconds: tuple[float, float],
+    lr: float,
+) -> dict:
+    """The metrics.jsonl line of rollout round `done` (counted from 1), averaged over the
+    processes; `seconds`: (rollout, update)."""
+    grouped = rewards.view(-1, cfg.group_size)
+    return {
+        "step": done,  # rollout round; metrics.jsonl is truncated by it on --resume
+        "rollout_round": done,
+        "optimizer_step": cfg.optimizer_steps_before(done),
+        "reward_mean": dist.mean(float(rewards.mean())),
+        "reward_std": dist.mean(float(rewards.std())),
+        "solved_mean": dist.mean(float(solved.mean())),
+        "zero_var_groups": dist.mean(float((grouped.std(1) < 1e-9).float().mean())),
+        "regulariser": dist.mean(stats.reg),
+        "clip_frac": dist.mean(stats.clip_frac),
+        "entropy": dist.mean(stats.entropy),
+        "ref_agreement": dist.mean(stats.agreement),
+        "loss": dist.mean(stats.loss),
+        "first_ratio_max": stats.ratio_first,
+        "states": len(states),
+        "mdm_forwards": int(traj.nfe.sum()),
+        "seconds_rollout": round(seconds[0], 3),
+        "seconds_update": round(seconds[1], 3),
+        "lr": lr,
+    }
+
+
+def validation_fields(s: Setting, baseline: float | None) -> dict:
+    """The greedy policy's figures on the validation items, beside max-confidence's solve rate:
+    meta.json's "validation", and the fields a validating round adds to its record."""
+    s.net.eval()
+    res = evaluate_policy(s.mdm, s.task, s.val, LearnedPolicy(s.net, s.mdm.mask_id, greedy=True))
+    return {
+        "val_solve_rate": res.solve_rate,
+        "val_cell_acc": res.partial_credit,
+        "val_nfe": res.nfe,  # MDM calls per item: what a set policy saves
+        "val_confidence_solve_rate": baseline,
+    }
+
+
+def upo_meta(cfg: UPOConfig, s: Setting, fingerprint: str, baseline: float | None) -> dict:
+    """meta.json's own fields of a UPO checkpoint at the start of a run (Run.meta adds what every
+    run's has); the loop updates optimizer_steps and validation."""
+    return {
+        "optimizer_steps": 0,
+        **mdm_meta(cfg.mdm, s.mdm, fingerprint),
+        "train_data": cfg.train_data,
+        "validation": {},
+        "reference": s.ref.name,
+        "init": cfg.init,
+        "val_confidence_solve_rate": baseline,
+    }
+
+
+def replica_fields(checksums: list[float]) -> dict:
+    """The final meta's check that every process ended with the same policy."""
+    return {"replica_checksums": checksums, "replicas_identical": len(set(checksums)) == 1}
+
+
 def train_upo(
     cfg: UPOConfig,
     out_dir: str | Path,
@@ -366,27 +453,14 @@ def train_upo(
     net.train()
     run.open_log()
     reporter = open_reporter(run.out_dir, cfg.run_config()) if open_reporter else None
-    baseline = None
-    if s.val is not None and dist.main:
-        baseline = evaluate_policy(mdm, task, s.val, make_rule("confidence")).solve_rate
+    baseline = confidence_baseline(s)
     if dist.main:
         print(
             f"policy: {net.num_parameters():,} parameters; reference {s.ref.name} "
             f"({s.ref.regulariser}), beta {cfg.beta}, init {cfg.init}",
             file=sys.stderr,
         )
-    meta = {
-        "optimizer_steps": 0,
-        "mdm": cfg.mdm,
-        "mdm_dtype": mdm.dtype_used,  # "auto" differs by CPU
-        "policy_dtype": policy_dtype(mdm),  # follows the MDM's
-        "mdm_fingerprint": fingerprint,
-        "train_data": cfg.train_data,
-        "validation": {},
-        "reference": s.ref.name,
-        "init": cfg.init,
-        "val_confidence_solve_rate": baseline,
-    }
+    meta = upo_meta(cfg, s, fingerprint, baseline)
     rounds = cfg.rollout_rounds
     bar = tqdm(
         range(run.step, rounds),
@@ -398,11 +472,7 @@ def train_upo(
     )
     for round_ in bar:  # run.step and "step" in the log count rollout rounds
         batch, traj, states, t_rollout = rollout(s, cfg, round_)
-        outputs = traj.tokens.cpu().numpy()
-        reward_of = task.solved if cfg.reward == "solved" else task.partial_credit
-        rewards = torch.from_numpy(reward_of(batch, outputs)).float()
-        # each MDM call costs: one knob trades accuracy for speed (set policies)
-        rewards = rewards - cfg.nfe_cost * traj.nfe.cpu().float()
+        rewards = round_rewards(cfg, task, batch, traj)
         adv = s.objective.advantages(rewards)
         first_opt = cfg.optimizer_steps_before(round_)
         lrs = [cfg.lr_at(round_, first_opt + i) for i in range(cfg.inner_steps_in(round_))]
@@ -412,38 +482,16 @@ def train_upo(
         t_update = time.perf_counter() - t_update
 
         done = round_ + 1
-        grouped = rewards.view(-1, cfg.group_size)
-        record = {
-            "step": done,  # rollout round; metrics.jsonl is truncated by it on --resume
-            "rollout_round": done,
-            "optimizer_step": cfg.optimizer_steps_before(done),
-            "reward_mean": dist.mean(float(rewards.mean())),
-            "reward_std": dist.mean(float(rewards.std())),
-            "solved_mean": dist.mean(float(task.solved(batch, outputs).mean())),
-            "zero_var_groups": dist.mean(float((grouped.std(1) < 1e-9).float().mean())),
-            "regulariser": dist.mean(stats.reg),
-            "clip_frac": dist.mean(stats.clip_frac),
-            "entropy": dist.mean(stats.entropy),
-            "ref_agreement": dist.mean(stats.agreement),
-            "loss": dist.mean(stats.loss),
-            "first_ratio_max": stats.ratio_first,
-            "states": len(states),
-            "mdm_forwards": int(traj.nfe.sum()),
-            "seconds_rollout": round(t_rollout, 3),
-            "seconds_update": round(t_update, 3),
-            "lr": lrs[-1],  # the rate of the round's last optimiser step
-        }
+        solved = task.solved(batch, traj.tokens.cpu().numpy())
+        # lrs[-1]: the rate of the round's last optimiser step
+        record = round_record(
+            cfg, dist, done, rewards, solved, traj, states, stats, (t_rollout, t_update), lrs[-1]
+        )
         if s.val is not None and dist.main and (done % cfg.eval_every == 0 or done == rounds):
-            net.eval()
-            res = evaluate_policy(mdm, task, s.val, LearnedPolicy(net, mdm.mask_id, greedy=True))
-            meta["validation"] = {
-                "val_solve_rate": res.solve_rate,
-                "val_cell_acc": res.partial_credit,
-                "val_nfe": res.nfe,  # MDM calls per item: what a set policy saves
-                "val_confidence_solve_rate": baseline,
-            }
+            meta["validation"] = validation_fields(s, baseline)
             record.update(meta["validation"])
-            bar.write(f"step {done}: val solve {res.solve_rate:.3f} (confidence {baseline:.3f})")
+            val_solve = meta["validation"]["val_solve_rate"]
+            bar.write(f"step {done}: val solve {val_solve:.3f} (confidence {baseline:.3f})")
         run.write(record)
         if reporter is not None:
             reporter.log(record, done)
@@ -457,12 +505,7 @@ def train_upo(
             run.save(net, done, False, meta, opt)
         dist.barrier()
 
-    sums = dist.checksums(net)
-    meta.update(
-        optimizer_steps=cfg.optimizer_steps,
-        replica_checksums=sums,
-        replicas_identical=len(set(sums)) == 1,
-    )
+    meta.update(optimizer_steps=cfg.optimizer_steps, **replica_fields(dist.checksums(net)))
     final = run.save(net, rounds, True, meta)
     dist.barrier()
     dist.close()
