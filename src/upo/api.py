@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import check_cacheable
 from .errors import UpoError
 from .evaluate import decode_in_batches
 from .models.denoiser import Denoiser
@@ -116,6 +117,7 @@ def generate(
     chat: bool = True,
     system: str | None = None,
     progress: Callable[[int], object] | None = None,
+    cache: str = "none",
 ) -> GenerateOutput:
     """Decode `inputs` with `mdm`, revealing positions in the order `policy` chooses.
 
@@ -140,6 +142,10 @@ def generate(
       it at that temperature (seeded by `seed`, as are sampled policies).
     batch_size: items per MDM forward (default 64, or 8 for an MDM with a tokenizer).
     progress: called with the number of items finished after each batch (e.g. tqdm's update).
+    cache: "none" (default, exact), "prefix" or "dual": block-wise key/value caching as in
+      Fast-dLLM (docs/cache.md): the MDM runs whole once per block and, inside it, only on the
+      block ("dual") or the block and the positions after it ("prefix"), reusing the other
+      positions' keys and values. Faster and approximate; for LLaDA, Dream and upo's own MDMs.
     """
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -161,6 +167,7 @@ def generate(
     if batch_size < 1:
         raise UpoError(f"batch_size must be at least 1, got {batch_size}")
     seed = check_seed(seed)
+    check_cacheable(mdm, cache)
     policy = _policy(policy, threshold, mdm)
     as_torch = isinstance(inputs, torch.Tensor)
     if is_text:
@@ -195,6 +202,7 @@ def generate(
         token_temperature,
         progress=progress,
         block_size=block_length,
+        cache=cache,
     )
     texts = None
     if mdm.tokenizer is not None and gen_length:

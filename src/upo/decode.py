@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cache import BlockCache, check_cache_mode
 from .errors import UpoError
 from .models.denoiser import Denoiser
 from .policies.base import Choice, Policy, StepState
@@ -75,6 +76,7 @@ def unmask(
     generator: torch.Generator | None = None,
     on_step: Callable[[torch.Tensor, StepState, Choice], None] | None = None,
     max_steps: int | None = None,
+    cache: str = "none",
 ) -> Trajectory:
     """Decode `tokens` [B, L] (mask_id at the positions to fill) with `policy`.
 
@@ -82,6 +84,8 @@ def unmask(
     `on_step(active_rows, state, choice)` sees every step, e.g. to record states for training.
     `max_steps` stops after that many steps and returns the partly decoded tokens (positions still
     masked keep mask_id and order -1), e.g. for a search that looks only a few steps ahead.
+    `cache` "prefix" or "dual": block-wise key/value caching (upo/cache.py), approximate and
+    faster; "none" runs the whole sequence through the MDM at every step.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -94,6 +98,9 @@ def unmask(
     attention_mask = attention_mask.bool()
     masked = (tokens == denoiser.mask_id) & attention_mask
     blocks = block_ids(masked, block_size)
+    kv = None
+    if check_cache_mode(cache) != "none":
+        kv = BlockCache.start(denoiser, cache, masked, block_size)
     # A model's own sampler reproduced exactly (HFDenoiser confidence="model"), else upo's.
     softmax_dtype, topk_ties = denoiser.softmax_dtype, denoiser.topk_ties
     order = torch.full_like(tokens, -1)
@@ -107,7 +114,11 @@ def unmask(
         blk = blocks[rows]
         current = torch.where(m, blk, torch.full_like(blk, 1 << 30)).min(dim=1, keepdim=True).values
         in_block = blk == current
-        logits, features = denoiser.forward(tokens[rows], attention_mask[rows])
+        if kv is None:
+            logits, features = denoiser.forward(tokens[rows], attention_mask[rows])
+        else:
+            block = current.squeeze(1)
+            logits, features = kv.forward(denoiser, tokens, attention_mask, rows, block)
         state = StepState(
             tokens=tokens[rows],
             logits=logits,

@@ -81,11 +81,13 @@ def decode_in_batches(
     block_size: int | None = None,
     store=None,
     store_key: str = "",
+    cache: str = "none",
 ):
     """Decode every item, `batch_size` at a time, on the MDM's device with a generator there (on
     a GPU nothing crosses to the CPU until the final tokens). Returns (outputs, order, nfe,
     token_loglik) as numpy arrays (see `Trajectory`). With `store` (an EvalProgress), batches
-    finished by an earlier, interrupted run are taken from it and new ones are added to it."""
+    finished by an earlier, interrupted run are taken from it and new ones are added to it.
+    `cache`: block-wise key/value caching (upo/cache.py), "none", "prefix" or "dual"."""
     device = mdm.device
     gen = torch.Generator(device=device).manual_seed(seed)
     batch_size = padding_safe_batch_size(mdm, batch_size)
@@ -107,6 +109,7 @@ def decode_in_batches(
                 token_temperature=token_temperature,
                 block_size=block_size,
                 generator=gen,
+                cache=cache,
             )
             tokens, order = (x.cpu().numpy() for x in (traj.tokens, traj.order))
             if lead:
@@ -160,18 +163,20 @@ def evaluate_policy(
     progress=None,
     store=None,
     store_key: str = "",
+    cache: str = "none",
 ) -> PolicyResult:
     """Solve rate etc. of `policy`'s decodes (the first sample, seed `seed`), in the task's
     semi-autoregressive blocks (task.block_length) and scored by the task. With pass_at = N > 1
     it decodes N samples per item (seeds seed..seed+N-1) and also reports pass@1..N and the solve
     rate of the sample the MDM finds likeliest. `store`: see decode_in_batches (each sample's
-    batches are filed under store_key + its number); seconds include the reused batches'."""
+    batches are filed under store_key + its number); seconds include the reused batches'.
+    `cache`: see decode_in_batches."""
     start = time.perf_counter()
     reused_before = store.seconds_reused if store is not None else 0.0
     blocks = task.block_length
     outputs, order, nfe, loglik = decode_in_batches(
         mdm, batch, policy, batch_size, k, seed, progress=progress, block_size=blocks,
-        store=store, store_key=f"{store_key}s0",
+        store=store, store_key=f"{store_key}s0", cache=cache,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if store is not None:
@@ -184,7 +189,7 @@ def evaluate_policy(
         for extra in range(1, pass_at):
             o, _, _, ll = decode_in_batches(
                 mdm, batch, policy, batch_size, k, seed + extra, progress=progress,
-                block_size=blocks, store=store, store_key=f"{store_key}s{extra}",
+                block_size=blocks, store=store, store_key=f"{store_key}s{extra}", cache=cache,
             )  # fmt: skip
             samples.append(task.solved(batch, o))
             logliks.append(ll)

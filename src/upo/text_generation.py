@@ -29,6 +29,7 @@ def generate(
     batch_size: int = 8,
     seed: int = 0,
     token_temperature: float = 0.0,
+    cache: str = "none",
 ) -> list[str]:
     """Answers to `prompts`, one string each (text before the first EOS)."""
     return _decode(**locals()).texts
@@ -47,10 +48,11 @@ def generate_tokens(
     batch_size: int = 8,
     seed: int = 0,
     token_temperature: float = 0.0,
+    cache: str = "none",
 ) -> np.ndarray:
     """[N, gen_length] answer tokens for `prompts`. With `steps`, gen_length / steps positions are
     revealed per step, as LLaDA's generate(steps=...) does; block_length gives its
-    semi-autoregressive blocks."""
+    semi-autoregressive blocks. `cache`: "none", "prefix" or "dual" (see upo.generate)."""
     return _decode(**locals()).tokens
 
 

@@ -26,6 +26,9 @@ class Denoiser(Protocol):
     - softmax_dtype / topk_ties: how decoding computes confidences and breaks ties (None / False:
       upo's float32 softmax, ties to the lowest position, independent of the batch);
     - tokenizer / eos_ids: text MDMs only (None / [] otherwise).
+
+    Optional, for block-wise key/value caching (upo/cache.py): `cache_refusal()` (None, or why
+    the model cannot be cached) and `forward_cached(tokens, attention_mask, store)`.
     """
 
     mask_id: int
@@ -65,6 +68,15 @@ class TimedDenoiser:
     def forward(self, tokens, attention_mask):
         start = time.perf_counter()
         out = self.denoiser.forward(tokens, attention_mask)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.rows += tokens.shape[0]
+        return out
+
+    def forward_cached(self, tokens, attention_mask, store):
+        # the block-wise cache's forward (upo/cache.py), timed like forward
+        start = time.perf_counter()
+        out = self.denoiser.forward_cached(tokens, attention_mask, store)
         self.seconds += time.perf_counter() - start
         self.calls += 1
         self.rows += tokens.shape[0]

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import UpoError
+from . import hf_cache
 
 CONVENTIONS = ("masked-lm", "llada", "dream")
 # HFDenoiser.from_pretrained's options and the exact type each must have, the one table every
@@ -201,6 +202,7 @@ class HFDenoiser:
         if self.feature_dim is None:
             raise UpoError(f"{self.name}: the config names no hidden size (hidden_size/d_model)")
         n_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
+        self._n_layers = n_layers
         self._captured: torch.Tensor | None = None
         self._hook = find_last_layer(model, n_layers).register_forward_pre_hook(
             self._capture, with_kwargs=True
@@ -424,23 +426,51 @@ class HFDenoiser:
                 "gen_length"
             )
         out_device = tokens.device
-        dev = self.device
-        ids = tokens.to(dev)
+        ids = tokens.to(self.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(ids, dtype=torch.bool)
-        mask = attention_mask.to(dev).bool()
+        mask = attention_mask.to(self.device).bool()
+        logits, features = self._run(ids, mask)
+        logits, features = self._finish(logits, features, mask)
+        return logits.to(out_device), features.to(out_device)
+
+    __call__ = forward
+
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, store=None):
+        """(raw logits, features) of the model's own forward; with a KVStore `store`, through
+        the block-wise cache (models/hf_cache.py): its query positions only, when it has some."""
         padded = not bool(mask.all())
         self._captured = None
-        if self.convention == "llada":
+        query = None if store is None else store.query
+        if query is not None:
+            if self.convention == "dream":
+                query = store.query = hf_cache.dream_query_window(query)
+            positions = real_positions(mask).gather(1, query)
+            ids = ids.gather(1, query)
+        if query is not None and self.convention == "llada":
+            bias = hf_cache.llada_key_bias(mask)
+            with hf_cache.llada_cached_attention(self.model, self._n_layers, store, bias):
+                out = self.model(ids)
+        elif query is not None and self.convention == "dream":
+            pair = mask[:, None, None, :].expand(-1, 1, ids.shape[1], -1) if padded else "full"
+            steps = torch.arange(ids.shape[1], device=ids.device)
+            out = self.model(ids, pair, positions, past_key_values=store, cache_position=steps)
+        elif store is not None and self.convention == "llada":
+            with hf_cache.llada_cached_attention(self.model, self._n_layers, store, None):
+                out = self.model(ids, attention_mask=mask.long() if padded else None)
+        elif self.convention == "llada":
             out = self.model(ids, attention_mask=mask.long() if padded else None)
         elif self.convention == "dream":
+            # A refresh passes the store to record each layer's keys and values (it returns
+            # them unchanged, so the forward is the uncached one).
+            cached = {} if store is None else {"past_key_values": store}
             if padded:
                 # Every query (padding too) sees the real keys: a fully masked query row gives
                 # NaN, which a 0 attention weight does not cancel in the next layer (0 * NaN).
                 pair = mask[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
-                out = self.model(ids, pair, real_positions(mask))
+                out = self.model(ids, pair, real_positions(mask), **cached)
             else:
-                out = self.model(ids, "full", None)
+                out = self.model(ids, "full", None, **cached)
         else:
             kwargs = {"attention_mask": mask.long()}
             if self._takes_positions:
@@ -455,6 +485,14 @@ class HFDenoiser:
                 f"(got {None if features is None else tuple(features.shape)})"
             )
         logits = logits[..., : self.vocab_size].float()
+        if store is not None:
+            logits, features = store.merge("logits", logits), store.merge("features", features)
+        return logits, features
+
+    def _finish(self, logits: torch.Tensor, features: torch.Tensor, mask: torch.Tensor):
+        """The model's raw outputs as the Denoiser protocol has them (padding, Dream's shift,
+        the mask logit)."""
+        padded = not bool(mask.all())
         if padded:
             # Padded rows are never decoded, but models may leave NaN there (a query with every
             # key masked); zeros keep NaN out of anything that pools over positions. Before
@@ -470,9 +508,35 @@ class HFDenoiser:
             first = (mask & ~before)[..., None]
             logits = torch.where(first, logits, shifted)
         logits[..., self.mask_id] = float("-inf")
-        return logits.to(out_device), features.to(out_device)
+        return logits, features
 
-    __call__ = forward
+    def cache_refusal(self) -> str | None:
+        """None when block-wise caching (upo/cache.py) works for this model, else why not."""
+        if self.convention == "llada":
+            why = hf_cache.llada_refusal(self.model, self._n_layers)
+        elif self.convention == "dream":
+            why = hf_cache.dream_refusal(self.model)
+        else:
+            why = (
+                f"{self.name}: upo caches LLaDA and Dream (and its own MDMs); models of the "
+                f"{self.convention} convention (BERT, ModernBERT, ...) are not supported"
+            )
+            return why
+        if why is None and not self.padding_exact and self.allow_unpadded_batching:
+            # cached steps mask the padding that this model's own attention lets through
+            why = "its attention ignores the padding mask and batches are padded anyway"
+        return None if why is None else f"{self.name}: {why}"
+
+    @torch.no_grad()
+    def forward_cached(self, tokens: torch.Tensor, attention_mask: torch.Tensor, store):
+        """forward() through the block-wise cache (upo/cache.py): with store.query None a full
+        forward that records every layer's keys and values (equal to forward()), else only the
+        query positions run and the others keep their stored keys, values and outputs."""
+        out_device = tokens.device
+        ids = tokens.to(self.device)
+        mask = attention_mask.to(self.device).bool()
+        logits, features = self._finish(*self._run(ids, mask, store), mask)
+        return logits.to(out_device), features.to(out_device)
 
     def fingerprint(self) -> str:
         """Identifies the model from its config and a sample of every weight tensor (hashing all

@@ -94,10 +94,13 @@ class Block(nn.Module):
             nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model),
         )
 
-    def forward(self, x, key_mask):
+    def forward(self, x, key_mask, kv=None, layer: int = 0):
+        """`kv` (a cache.KVStore): keys/values of the whole sequence for the positions of x."""
         b, l, d = x.shape
         qkv = self.qkv(self.norm1(x)).view(b, l, 3, self.n_heads, d // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        if kv is not None:
+            k, v = kv.update(k, v, layer)
         with torch.autocast(device_type=x.device.type, enabled=False):
             att = attention(q, k, v, key_mask)
         att = att.transpose(1, 2).reshape(b, l, d).to(x.dtype)
@@ -188,8 +191,11 @@ class TinyMDM(nn.Module):
         sums = sums.index_add(1, slot, parts)
         return sums[:, slot] * on
 
-    def forward(self, tokens, attention_mask=None):
-        """(logits [B, L, V] float32 with the mask logit at -inf, features [B, L, D])."""
+    def forward(self, tokens, attention_mask=None, kv=None):
+        """(logits [B, L, V] float32 with the mask logit at -inf, features [B, L, D]).
+
+        With `kv` (a cache.KVStore, see forward_cached) only its query positions run through
+        the blocks, against the stored keys/values of the others."""
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         attention_mask = attention_mask.bool()
@@ -197,14 +203,27 @@ class TinyMDM(nn.Module):
             device_type=tokens.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16
         ):
             x = self.embed(tokens)
-            for block in self.blocks[:-1]:
-                x = block(x, attention_mask)
+            if kv is not None and kv.query is not None:
+                # embedded whole (slot sums read other positions), then only the queries go on
+                x = x.gather(1, kv.query[..., None].expand(-1, -1, x.shape[-1]))
+            for i, block in enumerate(self.blocks[:-1]):
+                x = block(x, attention_mask, kv, i)
             features = x
-            x = self.blocks[-1](x, attention_mask)
+            x = self.blocks[-1](x, attention_mask, kv, len(self.blocks) - 1)
             logits = self.head(self.norm(x))
         logits = logits.float()
+        if kv is not None:
+            logits, features = kv.merge("logits", logits), kv.merge("features", features)
         logits[..., self.mask_id] = float("-inf")
         return logits, features
+
+    def forward_cached(self, tokens, attention_mask, store):
+        """forward() with block-wise key/value caching (upo/cache.py); a refresh (store.query
+        None) equals forward() exactly."""
+        return self.forward(tokens, attention_mask, kv=store)
+
+    def cache_refusal(self) -> str | None:
+        return None  # absolute positions and a plain encoder: any positions can be recomputed
 
     def freeze_for_inference(self) -> TinyMDM:
         """Frozen, for decoding only. Under bf16 autocast every Linear layer casts its float32
