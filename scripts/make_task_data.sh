@@ -30,8 +30,8 @@ if [ "$PART" = zebra ] || [ "$PART" = all ]; then
     --exclude data/zebra4-test.jsonl data/zebra4-val.jsonl
 fi
 if [ "$PART" = sums ] || [ "$PART" = all ]; then
-  # Sums of 5 numbers of 1-3 digits (the end-of-text-trap regime): validation and policy training.
+  # Sums of 5 numbers of 1-2 digits (the end-of-text-trap regime): validation and policy training.
   # No test file is kept: test sets are drawn fresh (checkpoints/headline.yaml's data_make).
-  $UPO data make sums --n 300 --seed 802 --out data/sums-val.jsonl
-  $UPO data make sums --n 2000 --seed 803 --out data/sums-train.jsonl --exclude data/sums-val.jsonl
+  $UPO data make sums --n 300 --seed 802 --difficulty 2 --out data/sums-val.jsonl
+  $UPO data make sums --n 2000 --seed 803 --difficulty 2 --out data/sums-train.jsonl --exclude data/sums-val.jsonl
 fi

@@ -28,10 +28,10 @@ def run(capsys, *argv):
 
 def test_layout_lengths_and_tokens():
     assert SPEC.seq_len == len(SPEC.place) == SPEC.answer_start + SPEC.answer_length
-    row = encode(SPEC, [12, 345, 6, 0, 999])
-    assert render(SPEC, row) == "012+345+006+000+999=357,363,363,1362..."
-    short = encode(SPEC, [12, 345, 6, 0, 999], "short")
-    assert render(SPEC, short) == "012+345+006+000+999=1362" + "." * (SPEC.answer_length - 4)
+    row = encode(SPEC, [12, 45, 6, 0, 99])
+    assert render(SPEC, row) == "12+45+06+00+99=57,63,63,162..."
+    short = encode(SPEC, [12, 45, 6, 0, 99], "short")
+    assert render(SPEC, short) == "12+45+06+00+99=162" + "." * (SPEC.answer_length - 3)
     assert (encode(SPEC, [1] * K, "masked")[SPEC.answer_start :] == MASK).all()
 
 
@@ -52,7 +52,7 @@ def test_both_phrasings_are_solved_and_a_wrong_total_is_not(ns):
 
 
 def test_malformed_answers_are_not_solved():
-    ns = [12, 345, 6, 0, 999]
+    ns = [12, 45, 6, 0, 99]
     batch = TASK.batch_from_numbers(np.array([ns]))
     start = SPEC.answer_start
     cases = []
@@ -60,7 +60,7 @@ def test_malformed_answers_are_not_solved():
     gap[0, -1] = 2  # a digit after END
     cases.append(gap)
     two = encode(SPEC, ns, "worked")[None]
-    two[0, start + 7 :] = END  # two totals (357,363): neither phrasing
+    two[0, start + 5 :] = END  # two totals (57,63): neither phrasing
     cases.append(two)
     lead = encode(SPEC, ns, "short")[None]
     lead[0, start + 1 : start + 5] = lead[0, start : start + 4]
@@ -94,10 +94,10 @@ def test_spec_refuses_what_it_cannot_lay_out():
 
 
 def test_generate_is_distinct_respects_digits_and_exclusion():
-    batch = TASK.generate(200, (3, 3), seed=0)
+    batch = TASK.generate(200, (2, 2), seed=0)
     keys = TASK.keys(batch)
-    assert len(set(keys)) == 200 and (TASK.difficulty(batch) == 3).all()
-    again = TASK.generate(50, (3, 3), seed=0, exclude=set(keys))
+    assert len(set(keys)) == 200 and (TASK.difficulty(batch) == 2).all()
+    again = TASK.generate(50, (2, 2), seed=0, exclude=set(keys))
     assert not set(TASK.keys(again)) & set(keys)
 
 
@@ -117,7 +117,7 @@ def test_data_make_check_round_trip(tmp_path, capsys):
     [
         ("1+2+3+4", "expected 5 numbers"),
         ("1+2+3+4+5=16", "answer 16 is wrong"),
-        ("1+2+3+4+12345", "more than 3 digits"),
+        ("1+2+3+4+123", "more than 2 digits"),
         ("1+2+3+4+x", "non-digit"),
         ('{"numbers": [1, 2, 3, 4, 5]}', "list of digit strings"),
     ],

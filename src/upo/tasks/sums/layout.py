@@ -36,7 +36,7 @@ VOCAB_SIZE = 15
 class SumsSpec:
     terms: int  # K numbers, 2..10 (so a total has at most D + 1 digits)
     digits: int  # D: the most digits a number may have
-    short_rate: float = 0.3  # chance that a training item is answered with the total alone
+    short_rate: float = 0.5  # chance that a training item is answered with the total alone
 
     def __post_init__(self):
         if not 2 <= self.terms <= 10:
