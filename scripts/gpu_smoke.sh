@@ -4,7 +4,8 @@
 #   the GPU -> text decoding -> 2 UPO (GRPO) steps on a text task -> the REAL LLaDA and Dream
 #   code (../shared/reference-models, toy size) in bf16: LLaDA's generate() reproduced token for
 #   token, padding probes, Dream padded == alone -> the paper's toy pipeline (FAST) on the device
-#   -> throughput of a ~200M ModernBERT-shaped masked LM. Exits non-zero on any failure.
+#   -> throughput of a ~200M ModernBERT-shaped masked LM -> block-wise caching speed-ups
+#   (benchmarks/bench_cache.py). Exits non-zero on any failure.
 # Usage: scripts/gpu_smoke.sh [--out benchmarks/gpu_smoke.json] [--allow-cpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,10 @@ cd "$(dirname "$0")/.."
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
 # Nothing may reach the network: every model here is built from a config.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec timeout 300 "$PY" scripts/gpu_smoke.py "$@"
+timeout 300 "$PY" scripts/gpu_smoke.py "$@"
+# Block-wise key/value caching (docs/cache.md): cache none/prefix/dual x confidence,
+# threshold:0.9 and a learned head on the mid-size real-code LLaDA (d_model 256, 6 layers, 400-token
+# prompts, 128 positions in blocks of 32, batch 2) on the device; the CPU numbers are in
+# benchmarks/cache.md. Writes the rows to benchmarks/cache_gpu.json.
+exec timeout 300 "$PY" benchmarks/bench_cache.py --only mid-llada --items 8 --device auto \
+  --json benchmarks/cache_gpu.json
