@@ -13,6 +13,7 @@ from reference_models import MASK_ID, model_dir, require_reference_models
 from upo.cache import KVStore, check_cacheable, query_positions
 from upo.decode import unmask
 from upo.errors import UpoError
+from upo.models.denoiser import TimedDenoiser
 from upo.models.hf import HFDenoiser
 from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
 from upo.policies.rules import make_rule
@@ -184,9 +185,11 @@ def test_drift_is_zero_at_each_block_start_and_bounded_inside(mdms, kind):
 def test_batched_equals_one_by_one(mdms, kind, cache):
     # threshold fills a varying number per step, so rows reach their blocks at different steps:
     # one forward then holds rows refreshing and rows reusing their cache
-    mdm = mdms["sharp", kind]
+    mdm = TimedDenoiser(mdms["sharp", kind])
     settings = dict(gen_length=16, block_length=4, chat=False, cache=cache, threshold=0.5)
     together = upo.generate(mdm, PROMPTS, batch_size=4, **settings)
+    steps, calls = int(together.nfe.max()), mdm.calls
+    assert calls > steps  # some steps ran a refresh and a cached forward: rows in different blocks
     alone = upo.generate(mdm, PROMPTS, batch_size=1, **settings)
     assert (together.tokens == alone.tokens).all() and (together.order == alone.order).all()
     assert (together.nfe == alone.nfe).all()
@@ -194,7 +197,19 @@ def test_batched_equals_one_by_one(mdms, kind, cache):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
-@pytest.mark.parametrize("policy", ["confidence", "threshold:0.9", "margin", "random", "learned"])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "confidence",
+        "threshold:0.9",
+        "eb:0.1",
+        "margin",
+        "random",
+        "softmax:0.1",
+        "lookahead:2",
+        "learned",
+    ],
+)
 def test_every_policy_family_decodes_with_a_cache(mdms, kind, cache, policy):
     mdm = mdms["sharp", kind]
     chosen = learned_policy(mdm.feature_dim) if policy == "learned" else policy
