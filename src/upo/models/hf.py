@@ -419,12 +419,7 @@ class HFDenoiser:
     def forward(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.max_length is not None and tokens.shape[-1] > self.max_length:
-            raise UpoError(
-                f"{self.name}: a sequence of {tokens.shape[-1]} tokens (prompt and answer) is "
-                f"longer than the {self.max_length} this model takes; shorten the prompt or "
-                "gen_length"
-            )
+        self._check_length(tokens)
         out_device = tokens.device
         ids = tokens.to(self.device)
         if attention_mask is None:
@@ -435,6 +430,14 @@ class HFDenoiser:
         return logits.to(out_device), features.to(out_device)
 
     __call__ = forward
+
+    def _check_length(self, tokens: torch.Tensor) -> None:
+        if self.max_length is not None and tokens.shape[-1] > self.max_length:
+            raise UpoError(
+                f"{self.name}: a sequence of {tokens.shape[-1]} tokens (prompt and answer) is "
+                f"longer than the {self.max_length} this model takes; shorten the prompt or "
+                "gen_length"
+            )
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, store=None):
         """(raw logits, features) of the model's own forward; with a KVStore `store`, through
@@ -532,6 +535,7 @@ class HFDenoiser:
         """forward() through the block-wise cache (upo/cache.py): with store.query None a full
         forward that records every layer's keys and values (equal to forward()), else only the
         query positions run and the others keep their stored keys, values and outputs."""
+        self._check_length(tokens)
         out_device = tokens.device
         ids = tokens.to(self.device)
         mask = attention_mask.to(self.device).bool()
