@@ -1,10 +1,10 @@
 """Block-wise key/value caching (cache none / prefix / dual) x policies, ratios within one run.
 
 Usage: python benchmarks/bench_cache.py [--threads 1] [--items 4] [--task-items 256] [--device auto]
-       [--only mid-llada|addition|zebra4|sudoku4] [--json OUT]
+       [--only mid-llada|addition|zebra4|sudoku4|toy-pipeline] [--toy-dir runs/paper-toy] [--json OUT]
 
-Three settings, each timed with the caches interleaved so that a load change on the machine
-moves all three alike:
+Five settings, each timed with the three caches run back to back per policy, so that a load
+change on the machine moves them alike:
 - mid-llada: the real LLaDA code (../shared/reference-models, one level above the repository)
   at mid size: d_model 256, 6 layers, 8 heads, MLP 1024, float32, random sharpened weights (as
   the tests make them: confident, context-dependent predictions); 400-token prompts, 128
@@ -19,9 +19,12 @@ moves all three alike:
 - zebra4: the shipped Zebra MDM (trained; it solves almost no puzzle, so its accuracy is the
   share of cells right, cell_acc) on data/zebra4-test.jsonl: 70 clue tokens before 16 answer
   cells, one block; the learned policy is the shipped zebra-policy.
-- sudoku4: the toy pipeline's 4x4 protocol (sudoku4-mdm, data/sudoku4-test.jsonl). No prompt
-  before the blanks and no blocks: the cache only skips the givens before the first blank, so
-  expect no gain; listed to show that the cache does not cost accuracy there either.
+- sudoku4: upo's own 4x4 MDM (sudoku4-mdm, data/sudoku4-test.jsonl). No prompt before the
+  blanks and no blocks: the cache only skips the givens before the first blank, so expect no
+  gain; listed to show that it does not cost accuracy there either.
+- toy-pipeline: the paper's 4x4 protocol at toy size (scripts/paper_pipeline_toy.sh, its OUT in
+  --toy-dir): the trained real-code LLaDA on the paper's text format (chat template, instruction,
+  puzzle, answer template; one block), the test CSV, and the UPO-trained policy.
 """
 
 from __future__ import annotations
@@ -109,16 +112,38 @@ def bench_mid_llada(items: int, device: str) -> list[dict]:
     return rows
 
 
-def bench_task(task_name: str, mdm_name: str, data: str, policies: dict, n: int) -> list[dict]:
-    from upo.evaluate import evaluate_policy, wilson_interval
+def bench_token_task(task_name: str, mdm_name: str, data: str, policies: dict, n: int):
+    """A token task of upo's own MDMs: its shipped MDM, the first n items of a shipped file."""
     from upo.models.registry import load_mdm
-    from upo.policies.registry import resolve_policy
     from upo.tasks.registry import get_task
 
     task = get_task(task_name)
     batch = task.load(ROOT / data)
     batch = batch.select(np.arange(min(n, len(batch))))
-    mdm = load_mdm(mdm_name)
+    return bench_task(task_name, task, batch, load_mdm(mdm_name), policies)
+
+
+def bench_toy_pipeline(toy: Path, n: int) -> list[dict]:
+    """The toy pipeline's 4x4 protocol (scripts/paper_pipeline_toy.sh): its trained real-code
+    LLaDA on the paper's text format, the test CSV, the rules and the UPO-trained policy."""
+    from upo.models.registry import load_mdm
+    from upo.tasks.registry import get_task
+
+    mdm = load_mdm(
+        f"hf:{toy / 'mdm' / 'model'}", None, {"trust_remote_code": True, "dtype": "float32"}
+    )
+    task = get_task("sudoku4-paper", {"instructions": "Fill the blanks of this 4x4 Sudoku."})
+    task = task.bind(mdm)
+    batch = task.load(str(toy / "data" / "test.csv"), n=n)
+    policies = {"confidence": "confidence", "threshold:0.9": "threshold:0.9"}
+    policies["UPO policy"] = str(toy / "policy")
+    return bench_task("toy-pipeline 4x4", task, batch, mdm, policies)
+
+
+def bench_task(setting: str, task, batch, mdm, policies: dict) -> list[dict]:
+    from upo.evaluate import evaluate_policy, wilson_interval
+    from upo.policies.registry import resolve_policy
+
     filled = (batch.tokens == mdm.mask_id) & batch.attention_mask  # the answer positions
     rows = []
     for name, spec in policies.items():
@@ -128,7 +153,7 @@ def bench_task(task_name: str, mdm_name: str, data: str, policies: dict, n: int)
             lo, hi = wilson_interval(float(r.solved.sum()), len(r.solved))
             rows.append(
                 {
-                    "setting": task_name,
+                    "setting": setting,
                     "policy": name,
                     "cache": cache,
                     "items_per_s": r.items_per_s,
@@ -173,7 +198,11 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=4, help="mid-llada prompts (batches of 2)")
     ap.add_argument("--task-items", type=int, default=256, help="addition/zebra4/sudoku4 items")
     ap.add_argument("--device", default="auto", help="mid-llada's device (auto: cuda if any)")
-    ap.add_argument("--only", choices=("mid-llada", "addition", "zebra4", "sudoku4"))
+    ap.add_argument(
+        "--only", choices=("mid-llada", "addition", "zebra4", "sudoku4", "toy-pipeline")
+    )
+    ap.add_argument("--toy-dir", default="runs/paper-toy", help="paper_pipeline_toy.sh's OUT")
+    ap.add_argument("--toy-items", type=int, default=500, help="toy-pipeline test puzzles")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,7 +215,7 @@ def main() -> None:
     if args.only in (None, "addition"):
         learned = {"confidence": "confidence", "threshold:0.9": "threshold:0.9"}
         learned["addition-policy"] = "addition-policy"
-        rows += bench_task(
+        rows += bench_token_task(
             "addition", "addition-mdm", "data/addition-test.jsonl", learned, args.task_items
         )
     if args.only in (None, "zebra4"):
@@ -197,9 +226,17 @@ def main() -> None:
         )
     if args.only in (None, "sudoku4"):
         rules = {"confidence": "confidence", "threshold:0.9": "threshold:0.9"}
-        rows += bench_task(
+        rows += bench_token_task(
             "sudoku4", "sudoku4-mdm", "data/sudoku4-test.jsonl", rules, args.task_items
         )
+    if args.only in (None, "toy-pipeline"):
+        toy = Path(args.toy_dir)
+        if (toy / "mdm" / "model").is_dir() and (toy / "policy").is_dir():
+            rows += bench_toy_pipeline(toy, args.toy_items)
+        else:
+            print(
+                f"toy-pipeline: {toy} has no trained MDM and policy (scripts/paper_pipeline_toy.sh)"
+            )
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
