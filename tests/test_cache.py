@@ -95,6 +95,43 @@ def test_refresh_is_the_uncached_forward_and_an_unchanged_block_recomputes_it(md
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_models_cache_too(dirs, kind):
+    # LLaDA's attention casts its padding bias and rotates in float32 inside a bf16 model
+    mdm = HFDenoiser.from_pretrained(dirs["sharp"][kind], trust_remote_code=True, dtype="bfloat16")
+    tokens, attention = padded_batch([10, 7], 16)
+    full, _ = mdm.forward(tokens, attention)
+    store = KVStore(2)
+    store.begin(torch.arange(2), None)
+    assert torch.equal(mdm.forward_cached(tokens, attention, store)[0], full)
+    store.begin(torch.arange(2), query_positions(torch.tensor([10, 10]), torch.tensor([18, 18])))
+    logits, _ = mdm.forward_cached(tokens, attention, store)
+    finite = torch.isfinite(full)
+    assert (logits - full)[finite].abs().max() <= 0.05 * full[finite].std()  # bf16 rounding
+    out = upo.generate(mdm, PROMPTS, gen_length=16, block_length=8, chat=False, cache="dual")
+    assert (out.tokens != MASK_ID).all()
+
+
+def test_builtin_mdm_refresh_is_its_forward_and_an_unchanged_answer_recomputes_it():
+    from upo.tasks.registry import get_task
+
+    mdm = upo.load_mdm("addition-mdm")  # bf16 autocast where the CPU has it, as decoding runs
+    tokens = torch.from_numpy(get_task("addition").generate(8, (3, 6), seed=1).tokens)
+    attention = torch.ones_like(tokens, dtype=torch.bool)
+    full, full_features = mdm.forward(tokens, attention)
+    store = KVStore(8)
+    store.begin(torch.arange(8), None)
+    logits, features = mdm.forward_cached(tokens, attention, store)
+    assert torch.equal(logits, full) and torch.equal(features, full_features)
+    first = int((tokens == mdm.mask_id).float().argmax(1).min())
+    rows = torch.arange(2, 6)  # some rows only, as when the others have finished
+    store.begin(rows, query_positions(torch.full((4,), first), torch.full((4,), tokens.shape[1])))
+    logits, features = mdm.forward_cached(tokens[rows], attention[rows], store)
+    finite = torch.isfinite(full[rows])
+    assert (logits - full[rows])[finite].abs().max() <= 0.02 * full[rows][finite].std()
+    assert (logits.argmax(-1) == full[rows].argmax(-1)).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_one_step_per_block_makes_every_step_a_refresh_so_the_decode_is_exact(mdms, kind, cache):
     mdm = mdms["sharp", kind]
