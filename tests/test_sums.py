@@ -29,9 +29,9 @@ def run(capsys, *argv):
 def test_layout_lengths_and_tokens():
     assert SPEC.seq_len == len(SPEC.place) == SPEC.answer_start + SPEC.answer_length
     row = encode(SPEC, [12, 45, 6, 0, 99])
-    assert render(SPEC, row) == "12+45+06+00+99=57,63,63,162..."
+    assert render(SPEC, row) == "12+45+06+00+99=057,063,063,162"
     short = encode(SPEC, [12, 45, 6, 0, 99], "short")
-    assert render(SPEC, short) == "12+45+06+00+99=162" + "." * (SPEC.answer_length - 3)
+    assert render(SPEC, short) == "12+45+06+00+99=162" + "." * (SPEC.answer_length - W)
     assert (encode(SPEC, [1] * K, "masked")[SPEC.answer_start :] == MASK).all()
 
 
@@ -60,12 +60,11 @@ def test_malformed_answers_are_not_solved():
     gap[0, -1] = 2  # a digit after END
     cases.append(gap)
     two = encode(SPEC, ns, "worked")[None]
-    two[0, start + 5 :] = END  # two totals (57,63): neither phrasing
+    two[0, start + 2 * W + 1 :] = END  # two totals: neither phrasing
     cases.append(two)
-    lead = encode(SPEC, ns, "short")[None]
-    lead[0, start + 1 : start + 5] = lead[0, start : start + 4]
-    lead[0, start] = 0  # a leading zero
-    cases.append(lead)
+    narrow = encode(SPEC, ns, "short")[None]
+    narrow[0, start + W - 1] = END  # a total one digit short
+    cases.append(narrow)
     comma = encode(SPEC, ns, "worked")[None]
     comma[0, start] = COMMA
     cases.append(comma)

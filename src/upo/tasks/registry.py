@@ -45,7 +45,7 @@ def _text(cls: type) -> TaskEntry:
 TASKS: dict[str, TaskEntry] = {
     "addition": _token(lambda: AdditionTask(AdditionSpec(16))),
     "addition-carry": _token(lambda: AdditionTask(AdditionSpec(16, carry_rate=0.5))),
-    "sums": _token(lambda: SumsTask(SumsSpec(5, 2, short_rate=0.5))),
+    "sums": _token(lambda: SumsTask(SumsSpec(5, 2, short_rate=0.6))),
     "sudoku4": _token(lambda: SudokuTask(SPECS["sudoku4"])),
     "sudoku6": _token(lambda: SudokuTask(SPECS["sudoku6"])),
     "sudoku9": _token(lambda: SudokuTask(SPECS["sudoku9"])),

@@ -1,22 +1,24 @@
 """Token layout of `n1+n2+...+nK=` and its two valid answers, and the verifier.
 
-The prompt is K numbers zero-padded to D digits. The answer region has room for the longest
-*worked* answer: the K - 1 running totals, written as people write numbers (no leading zeros),
-separated by commas, then END to the end of the region:
+The prompt is K numbers zero-padded to D digits. The answer region has room for the *worked*
+answer, the K - 1 running totals written W = D + 1 digits wide and separated by commas:
 
-    n1 + n2 + n3 + n4 + n5 =  s2 , s3 , s4 , s5 END ...     (s_j = n1 + ... + n_j)
+    n1 + n2 + n3 + n4 + n5 =  s2 , s3 , s4 , s5        (s_j = n1 + ... + n_j)
 
-The *short* answer is the total alone, then END:
+The *short* answer is the total alone, then END up to the end of the region:
 
     n1 + n2 + n3 + n4 + n5 =  s5 END END ... END
 
 Both are right when their last number is the total. The MDM is trained on a mixture of the two
 (`short_rate` of the items short). The short one asks the MDM to add K numbers at once, the
 worked one only two at a time, so the phrasing decides how often the answer is right, and the
-unmasking order decides the phrasing: the worked answer's length depends on how many digits each
-total has, so the MDM is sure only that the last positions are END; revealing END after END from
-the right commits the item to the short form, revealing a comma to the worked one. This is the
-end-of-text trap of LLaDA decoding a variable-length answer in one block, in miniature.
+unmasking order decides the phrasing: revealing an END first commits the item to the short form,
+revealing a running total's digit or comma to the worked one. This is the end-of-text trap of
+LLaDA decoding a variable-length answer in one block, in miniature: with more short items than
+worked ones in training, an END is the likeliest token at every position past the total, so
+max-confidence reveals ENDs first and answers short. Totals are zero-padded to W digits so that
+their columns line up with the numbers' (the MDM's position groups); written as people write
+them, a 0.67M MDM did not learn to add them in 4,000 steps (experiments/README.md, section 6).
 
 Tokens: digit d is token d (0..9); PLUS 10, EQUALS 11, COMMA 12, END 13, MASK 14.
 """
@@ -36,7 +38,7 @@ VOCAB_SIZE = 15
 class SumsSpec:
     terms: int  # K numbers, 2..10 (so a total has at most D + 1 digits)
     digits: int  # D: the most digits a number may have
-    short_rate: float = 0.5  # chance that a training item is answered with the total alone
+    short_rate: float = 0.6  # chance that a training item is answered with the total alone
 
     def __post_init__(self):
         if not 2 <= self.terms <= 10:
@@ -81,24 +83,23 @@ class SumsSpec:
 
     @cached_property
     def place(self) -> list[int]:
-        """A position group for the MDM: the place value (0 = units) of every prompt digit, so
-        that the numbers' columns start out aligned; D (plus), D + 1 (equals), and D + 2 for
-        every answer position, whose place depends on the totals' lengths."""
-        d = self.digits
+        """Place value (0 = units) of every position as the worked answer lays it out; signs get
+        W + 1 (plus), W + 2 (equals), W + 3 (comma). A position group for the MDM, so that the
+        columns of the numbers and of the totals start out aligned."""
+        w, d = self.width, self.digits
         number = list(range(d - 1, -1, -1))
         prompt: list[int] = []
         for k in range(self.terms):
-            prompt += number + [d if k < self.terms - 1 else d + 1]
-        return prompt + [d + 2] * self.answer_length
+            prompt += number + [w + 1 if k < self.terms - 1 else w + 2]
+        total = list(range(w - 1, -1, -1))
+        answer: list[int] = []
+        for j in range(self.terms - 1):
+            answer += total + ([w + 3] if j < self.terms - 2 else [])
+        return prompt + answer
 
 
-def digits_of_number(value: int, width: int | None = None) -> list[int]:
-    """The digits of value, zero-padded to width (None: as people write it)."""
-    return [int(ch) for ch in (f"{value:0{width}d}" if width else str(value))]
-
-
-def padded(spec: SumsSpec, tokens: list[int]) -> list[int]:
-    return tokens + [END] * (spec.answer_length - len(tokens))
+def digits_of_number(value: int, width: int) -> list[int]:
+    return [int(ch) for ch in f"{value:0{width}d}"]
 
 
 def prompt_tokens(spec: SumsSpec, numbers) -> list[int]:
@@ -110,19 +111,20 @@ def prompt_tokens(spec: SumsSpec, numbers) -> list[int]:
 
 
 def worked_answer(spec: SumsSpec, numbers) -> list[int]:
-    """The running totals s2 .. sK separated by commas, then END."""
+    """The running totals s2 .. sK, W digits each, separated by commas."""
     totals = np.cumsum(np.asarray(numbers, dtype=np.int64))[1:]
     tokens: list[int] = []
     for j, s in enumerate(totals):
-        tokens += digits_of_number(int(s))
+        tokens += digits_of_number(int(s), spec.width)
         if j < len(totals) - 1:
             tokens.append(COMMA)
-    return padded(spec, tokens)
+    return tokens
 
 
 def short_answer(spec: SumsSpec, numbers) -> list[int]:
-    """The total alone, then END."""
-    return padded(spec, digits_of_number(int(np.sum(numbers))))
+    """The total alone, then END to the end of the answer region."""
+    total = digits_of_number(int(np.sum(numbers)), spec.width)
+    return total + [END] * (spec.answer_length - spec.width)
 
 
 def encode(spec: SumsSpec, numbers, form: str = "worked") -> np.ndarray:
@@ -154,8 +156,8 @@ def numbers_of(spec: SumsSpec, tokens: np.ndarray) -> np.ndarray:
 def parse_answer(spec: SumsSpec, answer) -> tuple[str, list[int]] | None:
     """('short' | 'worked', the numbers written) for a well-formed answer region, else None.
 
-    Well formed: numbers written without leading zeros (at most W digits) separated by commas,
-    either one or all K - 1 running totals, then only END."""
+    Well formed: W-digit numbers separated by commas, either one (then END to the end) or all
+    K - 1 running totals (which fill the region); no END before a digit."""
     tokens = [int(t) for t in answer]
     if END in tokens:
         cut = tokens.index(END)
@@ -170,7 +172,7 @@ def parse_answer(spec: SumsSpec, answer) -> tuple[str, list[int]] | None:
             groups[-1].append(t)
         else:
             return None
-    if any(not 1 <= len(g) <= spec.width or (len(g) > 1 and g[0] == 0) for g in groups):
+    if any(len(g) != spec.width for g in groups):
         return None
     numbers = [int("".join(map(str, g))) for g in groups]
     if len(numbers) == 1:
@@ -208,8 +210,6 @@ def final_digits_right(spec: SumsSpec, prompts: np.ndarray, outputs: np.ndarray)
     for i, row in enumerate(region):
         parsed = parse_answer(spec, row)
         if parsed is not None:
-            # Digits compared from the units up, zero-padded: a total one digit short still
-            # gets credit for the digits it has right.
             got = f"{parsed[1][-1]:0{spec.width}d}"
             want = f"{int(totals[i]):0{spec.width}d}"
             out[i] = sum(a == b for a, b in zip(got, want)) / spec.width
