@@ -31,7 +31,7 @@ if [ "$PART" = zebra ] || [ "$PART" = all ]; then
 fi
 if [ "$PART" = sums ] || [ "$PART" = all ]; then
   # Sums of 5 numbers of 1-2 digits (the end-of-text-trap regime): validation and policy training.
-  # No test file is kept: test sets are drawn fresh (checkpoints/headline.yaml's data_make).
+  # No test file is kept: test sets are drawn fresh with other seeds (the headline manifest's data_make).
   $UPO data make sums --n 300 --seed 802 --difficulty 2 --out data/sums-val.jsonl
   $UPO data make sums --n 2000 --seed 803 --difficulty 2 --out data/sums-train.jsonl --exclude data/sums-val.jsonl
 fi
