@@ -2,9 +2,20 @@
 
 Per position it sees the MDM hidden state entering the last block (detached), the MDM's top-8
 token probabilities (mask token excluded, sorted), a mask flag and a block flag. One transformer
-block mixes the (projected) hidden states across positions; after a norm they are concatenated with
-the probability and flag features and a 3-layer MLP gives one score per position. The policy is
+block mixes the hidden states across positions; after a norm they are concatenated with the
+probability and flag features and an MLP gives one score per position. The policy is
 softmax(score / temperature) over the candidate positions. It never re-runs the MDM.
+
+Two heads (`PolicyConfig.arch`):
+- "upo" (default): the hidden states projected to `width`, a small pre-norm block of upo's own
+  and a 3-layer GELU MLP of `mlp_hidden`: small enough to train quickly beside an 8B MDM.
+- "mdm-block": the UPO paper's head. A copy of the MDM's own last block (its architecture and
+  width, weights copied at construction and then trained), a fresh norm of the type of the MDM's
+  final norm, then an MLP over [block output, block flag, mask flag, top-8 probabilities] with 3
+  hidden layers of width D + 10, each Linear (no bias) -> float32 LayerNorm -> SiLU, and a last
+  Linear (no bias) to one score. Parameters: those of the MDM's last block, of its final norm, and
+  3 (m^2 + 2m) + m for the MLP with m = D + 10 (`mdm_block_parameters`). Built from the MDM, so
+  constructing or loading it needs the MDM.
 """
 
 from __future__ import annotations
@@ -15,7 +26,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import check_weights_fit, checkpoint_json, load_weights, save_checkpoint
+from ..checkpoint import (
+    check_shapes,
+    check_weights_fit,
+    checkpoint_json,
+    load_weights,
+    read_weight_shapes,
+    save_checkpoint,
+)
 from ..config import from_dict, to_dict
 from ..errors import UpoError
 from ..models.denoiser import Denoiser
@@ -25,6 +43,9 @@ from .rules import confidence
 from .sets import greedy_set, sample_set, set_log_prob
 
 TOP_PROBS = 8
+ARCHS = ("upo", "mdm-block")
+MDM_BLOCK_EXTRA = TOP_PROBS + 2  # the features beside the block output: top-8 and two flags
+MDM_BLOCK_HIDDEN_LAYERS = 3
 
 
 @dataclass
@@ -59,8 +80,18 @@ class PolicyConfig:
     # P = keep_above. None: one position per step (k of them with --k).
     keep_above: float | None = None
     keep_gain: float = 20.0  # initial slope of the keep score in the confidence; learned
+    # The head: "upo" (upo's small head) or "mdm-block" (the paper's, built from the MDM's last
+    # block; width, n_heads and mlp_hidden do not apply to it). See the module docstring.
+    arch: str = "upo"
 
     def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r:.40}")
+        if self.arch == "mdm-block" and (
+            self.board_vocab is not None or self.keep_above is not None
+        ):
+            # both add inputs or outputs to upo's own head only
+            raise ValueError("arch mdm-block takes neither board_vocab nor keep_above")
         if self.feature_dim < 1 or self.width < 1 or self.mlp_hidden < 1:
             raise ValueError("feature_dim, width and mlp_hidden must be positive")
         if self.width % self.n_heads:
@@ -184,12 +215,48 @@ def mdm_meta(mdm_name: str, mdm: Denoiser, fingerprint: str) -> dict:
     }
 
 
+class LayerNormFP32(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the autocast dtype, output in the input's dtype: the
+    paper head's MLP normalises every hidden layer this way, so bf16 rounding never enters the
+    statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = nn.functional.layer_norm(
+                x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+            )
+        return out.to(x.dtype)
+
+
+def mdm_block_mlp(d_model: int) -> nn.Sequential:
+    """The paper head's MLP over [block output, block flag, mask flag, top-8]: 3 hidden layers of
+    width d_model + 10 (Linear without bias, float32 LayerNorm, SiLU), then one score."""
+    m = d_model + MDM_BLOCK_EXTRA
+    layers: list[nn.Module] = []
+    for _ in range(MDM_BLOCK_HIDDEN_LAYERS):
+        layers += [nn.Linear(m, m, bias=False), LayerNormFP32(m), nn.SiLU()]
+    layers.append(nn.Linear(m, 1, bias=False))
+    return nn.Sequential(*layers)
+
+
+def mdm_block_parameters(block_parameters: int, norm_parameters: int, d_model: int) -> int:
+    """The `mdm-block` head's parameter count (without confidence_skip's one scalar): the copied
+    block, the norm, and the MLP's 3 hidden layers (an m x m weight and a LayerNorm's 2m each)
+    plus its last m x 1 weight, m = d_model + 10."""
+    m = d_model + MDM_BLOCK_EXTRA
+    return block_parameters + norm_parameters + MDM_BLOCK_HIDDEN_LAYERS * (m * m + 2 * m) + m
+
+
 class PolicyNet(nn.Module):
-    def __init__(self, cfg: PolicyConfig, bf16: bool = True):
+    def __init__(self, cfg: PolicyConfig, bf16: bool = True, mdm: Denoiser | None = None):
+        """`mdm`: the MDM the head is built from; needed (only) for arch mdm-block."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.bf16 = bf16
+        if cfg.arch == "mdm-block":
+            self._build_mdm_block(cfg, mdm)
+            return
         self.proj = nn.Linear(cfg.feature_dim, cfg.width)
         if cfg.board_vocab is not None:
             self.board_embed = nn.Embedding(cfg.board_vocab, cfg.width)
@@ -223,6 +290,25 @@ class PolicyNet(nn.Module):
             nn.init.zeros_(self.keep_mlp[-1].bias)
             self.keep_gain = nn.Parameter(torch.tensor(float(cfg.keep_gain)))
 
+    def _build_mdm_block(self, cfg: PolicyConfig, mdm: Denoiser | None) -> None:
+        from ..models.last_block import last_block_trunk
+
+        if mdm is None:
+            raise UpoError(
+                "policy.arch mdm-block is built from the MDM's last block: it needs the MDM "
+                "(load_policy(path, mdm))"
+            )
+        if cfg.feature_dim != mdm.feature_dim:
+            raise UpoError(
+                f"policy.arch mdm-block: feature_dim {cfg.feature_dim} is not the MDM's width "
+                f"{mdm.feature_dim}"
+            )
+        self.trunk = last_block_trunk(mdm)
+        self.mlp = mdm_block_mlp(cfg.feature_dim)
+        if cfg.confidence_skip is not None:
+            self.skip = nn.Parameter(torch.tensor(float(cfg.confidence_skip)))
+            nn.init.zeros_(self.mlp[-1].weight)
+
     @property
     def chooses_sets(self) -> bool:
         return self.cfg.keep_above is not None
@@ -239,6 +325,8 @@ class PolicyNet(nn.Module):
         masking and temperature. Linear layers run under bf16 autocast on CPU (2-3x faster here);
         attention and the final scores stay float32."""
         dev = inp.features.device.type
+        if self.cfg.arch == "mdm-block":
+            return self._mdm_block_scores(inp), None
         with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=self.bf16):
             feats = inp.features
             if not self.bf16:  # cached features are bf16; a float32 network reads them as such
@@ -268,6 +356,20 @@ class PolicyNet(nn.Module):
         if keep is not None:
             keep = keep.float() + self.keep_gain * (top1 - self.cfg.keep_above)
         return scores, keep
+
+    def _mdm_block_scores(self, inp: PolicyInputs) -> torch.Tensor:
+        """Scores [N, L] float32 of the mdm-block head: the block copy runs in the policy's
+        precision (bf16 autocast as the MDM, or float32), the MLP's norms in float32."""
+        dev = inp.features.device.type
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=self.bf16):
+            feats = inp.features if self.bf16 else inp.features.float()
+            x = self.trunk(feats, inp.valid)
+            flags = torch.stack([inp.block, inp.masked], dim=-1).to(x.dtype)
+            z = torch.cat([x, flags, inp.top_probs.to(x.dtype)], dim=-1)
+            scores = self.mlp(z).squeeze(-1).float()
+        if self.cfg.confidence_skip is not None:
+            scores = scores + self.skip * inp.top_probs[..., 0].float()
+        return scores
 
     def log_probs(self, inp: PolicyInputs, temperature: float = 1.0) -> torch.Tensor:
         """log g_phi over positions at `temperature` [N, L]; -inf outside `allowed`. For a set
@@ -390,9 +492,27 @@ def load_policy(path, mdm: Denoiser | None = None, dtype: str | None = None) -> 
         want, have = cfg_json.get("mdm_fingerprint"), mdm.fingerprint()
         if want != have:
             raise UpoError(f"{path}: policy was trained on MDM {want}, not on this MDM ({have})")
-    # config.json's sizes must describe the stored tensors before they are allocated for real
-    check_weights_fit(path / "model.safetensors", lambda: PolicyNet(cfg), f"{path / 'config.json'}")
-    net = PolicyNet(cfg, bf16=(dtype or policy_dtype(mdm)) == "bfloat16")
+    bf16 = (dtype or policy_dtype(mdm)) == "bfloat16"
+    if cfg.arch == "mdm-block":
+        if mdm is None:
+            raise UpoError(
+                f"{path}: an mdm-block policy is built from its MDM's last block; load it with "
+                "the MDM it was trained on"
+            )
+        # Its sizes are the MDM's own (checked by the fingerprint above), so building it for
+        # real allocates nothing a config could inflate; the stored tensors must then fit it.
+        net = PolicyNet(cfg, bf16=bf16, mdm=mdm)
+        check_shapes(
+            path / "model.safetensors",
+            {k: tuple(v.shape) for k, v in net.state_dict().items()},
+            read_weight_shapes(path / "model.safetensors"),
+        )
+    else:
+        # config.json's sizes must describe the stored tensors before they are allocated
+        check_weights_fit(
+            path / "model.safetensors", lambda: PolicyNet(cfg), f"{path / 'config.json'}"
+        )
+        net = PolicyNet(cfg, bf16=bf16)
     load_weights(net, path / "model.safetensors")
     net.eval()
     return net

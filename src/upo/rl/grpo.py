@@ -230,12 +230,14 @@ def build_policy(cfg: UPOConfig, mdm: Denoiser, ref: Reference) -> PolicyNet:
         net = load_policy(cfg.pretrained, mdm)
         if ref.restrict_topk != net.cfg.restrict_topk:
             net = PolicyNet(
-                PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk}), bf16
+                PolicyConfig(**{**to_dict(net.cfg), "restrict_topk": ref.restrict_topk}),
+                bf16,
+                mdm=mdm,
             )
             load_weights(net, Path(cfg.pretrained) / "model.safetensors")
         return net
     fields = {**cfg.policy, "feature_dim": mdm.feature_dim, "restrict_topk": ref.restrict_topk}
-    return PolicyNet(from_dict(PolicyConfig, fields, "config: policy"), bf16)
+    return PolicyNet(from_dict(PolicyConfig, fields, "config: policy"), bf16, mdm=mdm)
 
 
 @dataclass

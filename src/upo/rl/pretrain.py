@@ -406,7 +406,7 @@ def pretrain_policy(
     t_collect = time.perf_counter() - t0
     # The visits draw from their own generators, never from the global one seeded above, so a
     # resumed run whose states came from disk initialises the network as an uninterrupted one.
-    net = PolicyNet(s.policy_cfg, bf16=policy_dtype(s.mdm) == "bfloat16")
+    net = PolicyNet(s.policy_cfg, bf16=policy_dtype(s.mdm) == "bfloat16", mdm=s.mdm)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = (len(train_states) + cfg.batch_states - 1) // cfg.batch_states
