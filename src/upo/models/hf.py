@@ -42,6 +42,7 @@ HF_OPTIONS = {
     "convention": (str, type(None)),
     "confidence": (str,),
     "allow_unpadded_batching": (bool,),
+    "load_in_4bit": (bool,),
 }
 CONFIDENCE_MODES = ("float32", "model")
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
@@ -336,11 +337,18 @@ class HFDenoiser:
         convention: str | None = None,
         confidence: str = "float32",
         allow_unpadded_batching: bool = False,
+        load_in_4bit: bool = False,
     ) -> HFDenoiser:
         """Load a model (and its tokenizer when there is one) from a local directory or the Hub.
 
         LLaDA and Dream ship their model code with the weights: they only load with
-        trust_remote_code=True, which is never turned on unless passed here."""
+        trust_remote_code=True, which is never turned on unless passed here. `load_in_4bit`:
+        NF4 weights through bitsandbytes on CUDA (models/quantize.py), refused elsewhere before
+        anything is read."""
+        if load_in_4bit:
+            from .quantize import check_4bit
+
+            check_4bit(device)
         try:
             import transformers
         except ImportError:
@@ -360,6 +368,14 @@ class HFDenoiser:
                 if convention == "masked-lm"
                 else transformers.AutoModel
             )
+            quantized = {}
+            if load_in_4bit:  # placed on the device as it loads: a 4-bit model cannot be moved
+                from .quantize import quantization_config
+
+                quantized = {
+                    "quantization_config": quantization_config(transformers),
+                    "device_map": {"": str(device)},
+                }
             # safetensors only: a model that ships only pytorch_model.bin (a pickle) is refused.
             model = auto.from_pretrained(
                 path_or_id,
@@ -367,6 +383,7 @@ class HFDenoiser:
                 trust_remote_code=trust_remote_code,
                 dtype=dtype,
                 use_safetensors=True,
+                **quantized,
             )
         except ValueError as err:
             text = str(err)
@@ -390,7 +407,7 @@ class HFDenoiser:
         mask_id = resolve_mask_id(
             mask_id, config, tokenizer, path_or_id, config_file(transformers, path_or_id)
         )
-        if device is not None:
+        if device is not None and not load_in_4bit:
             model = model.to(device)
         denoiser = cls(
             model,

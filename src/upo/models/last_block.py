@@ -41,7 +41,13 @@ def _fresh_norm(norm: nn.Module) -> nn.Module:
 
 
 def _trainable_copy(block: nn.Module) -> nn.Module:
-    """A float32 copy of `block` whose parameters train (the MDM's own are frozen, maybe bf16)."""
+    """A float32 copy of `block` whose parameters train (the MDM's own are frozen, maybe bf16).
+    From a 4-bit MDM (load_in_4bit) its Linear layers are dequantized: 4-bit weights take no
+    gradient, so the copy starts from the weights the MDM computes with, in float32."""
+    from .quantize import dequantized_copy, is_4bit_linear
+
+    if any(is_4bit_linear(m) for m in block.modules()):
+        block = dequantized_copy(block)
     copied = copy.deepcopy(block).float()
     for p in copied.parameters():
         p.requires_grad_(True)
@@ -130,15 +136,4 @@ def mdm_parts(mdm) -> tuple[str, nn.Module, nn.Module, nn.Module | None]:
 def last_block_trunk(mdm) -> LastBlockTrunk:
     """The trunk of an `mdm-block` head for `mdm`: its last block copied, its final norm's type."""
     kind, block, norm, rotary = mdm_parts(mdm)
-    if _is_quantized(block):
-        raise UpoError(
-            f"{getattr(mdm, 'name', 'the MDM')}: policy.arch mdm-block copies the MDM's last "
-            "block, whose weights are quantized (4-bit) here; load the MDM without "
-            "load_in_4bit, or use policy.arch: upo"
-        )
     return LastBlockTrunk(kind, block, norm, rotary)
-
-
-def _is_quantized(module: nn.Module) -> bool:
-    """Whether any weight is stored quantized (bitsandbytes packs 4-bit weights in uint8)."""
-    return any(not p.dtype.is_floating_point for p in module.parameters())
