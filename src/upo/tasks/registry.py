@@ -15,7 +15,7 @@ from .records import BadLine, json_object
 from .sudoku.grid import SPECS
 from .sudoku.task import SudokuTask, check_puzzle_file
 from .sums import SumsSpec, SumsTask
-from .text import GSM8K, MATH500, Countdown, Sudoku4Paper, Sudoku4Text
+from .text import GSM8K, MATH500, Countdown, Sudoku4Paper, Sudoku4PaperEval, Sudoku4Text
 from .zebra import ZebraSpec, ZebraTask
 
 
@@ -55,6 +55,7 @@ TASKS: dict[str, TaskEntry] = {
     "gsm8k": _text(GSM8K),
     "math500": _text(MATH500),
     "sudoku4-paper": _text(Sudoku4Paper),
+    "sudoku4-paper-eval": _text(Sudoku4PaperEval),
     "sudoku4-text": _text(Sudoku4Text),
 }
 # Views of TASKS, for choices and messages.

@@ -15,6 +15,26 @@ upo also reports the valid-completion rate (`solved`): some puzzles of the paper
 several solutions, and a valid completion that differs from the given Solution scores below 1 in
 cell accuracy (`upo data check FILE --task sudoku4-paper` counts them).
 
+`sudoku4-paper-eval` is the same task under the protocol of the authors' evaluation script
+(`protocol: paper-script`; eval/eval.py and eval/sudoku.py of their code, restated):
+- 256 of the file's puzzles, the indices numpy's legacy generator draws after seed 42:
+  np.random.seed(42); np.random.choice(N, 256, replace=False) (N = 500 for their test file), in
+  that order;
+- the instruction and the answer template passed together as ONE user message whose content is
+  the Python tuple (instruction, template): the chat template renders it as str() of the tuple,
+  so the template's newlines appear as the two characters backslash and n, and its mask tokens sit
+  inside the user turn; nothing follows the assistant header. Tokenized with the tokenizer's
+  default special tokens;
+- batches of `script_batch` consecutive puzzles, left-padded with the pad token to the batch's
+  longest and run WITHOUT an attention mask (the padding is attended as ordinary tokens). The
+  script's --batch_size defaults to 4, but the run scripts shipped beside it
+  (eval/run_eval_sudoku_*.slurm) pass --batch_size 1 on 4 processes, so `script_batch` defaults
+  to 1 (no padding at all); 4 reproduces the script's default. `upo eval --batch-size` must equal
+  `script_batch` so that upo's batches are the script's;
+- each row decoded whole with special tokens kept; the answer is the last <answer>...</answer>
+  span after removing newlines, its characters that str.isdigit() accepts, padded with '0' or cut
+  to 16; cell accuracy over the blanks (0 without an answer or without blanks).
+
 `sudoku4-text` is the free-form, d1-style variant: the model writes the whole answer itself.
 """
 
@@ -71,6 +91,47 @@ def answer_template(puzzle: str, mask_token: str, end_of_turn: str) -> str:
 
 
 SPACE_RULES = ("drop", "zero")
+PROTOCOLS = ("train", "paper-script")
+SCRIPT_SEED = 42  # the evaluation script's init_seed(42), which seeds numpy's global generator
+SCRIPT_SAMPLE = 256  # its num_evals for sudoku
+
+
+def script_sample(n_records: int) -> np.ndarray:
+    """The indices of the puzzles the evaluation script scores: what np.random.choice(n, 256,
+    replace=False) returns right after np.random.seed(42). A RandomState seeded 42 is that same
+    generator (numpy's legacy global one), so numpy's global state is left untouched."""
+    if n_records < SCRIPT_SAMPLE:
+        raise UpoError(
+            f"the paper's evaluation samples {SCRIPT_SAMPLE} puzzles; the file has {n_records}"
+        )
+    return np.random.RandomState(SCRIPT_SEED).choice(n_records, SCRIPT_SAMPLE, replace=False)
+
+
+def script_message(instruction: str, template: str) -> str:
+    """The user message of the evaluation script: the pair (instruction, template) as the chat
+    template renders a Python tuple, i.e. str() of the tuple (repr of each string)."""
+    return str((instruction, template))
+
+
+def script_answer(text: str) -> str | None:
+    """The script's reading of a decoded row: newlines removed, the last <answer>...</answer>
+    span, stripped, its characters for which str.isdigit() holds; None without a span."""
+    found = ANSWER.findall(text.replace("\n", ""))
+    if not found:
+        return None
+    return "".join(c for c in found[-1].strip() if c.isdigit())
+
+
+def script_cell_accuracy(answer: str | None, solution: str, puzzle: str) -> float:
+    """The script's score: the answer padded with '0' or cut to 16, the fraction of the puzzle's
+    blanks where it equals the solution; 0 for no answer, an empty one or no blanks."""
+    if not answer:
+        return 0.0
+    answer = (answer + "0" * 16)[:16]
+    blanks = [i for i, c in enumerate(puzzle) if c == "0"]
+    if not blanks:
+        return 0.0
+    return sum(answer[i] == solution[i] for i in blanks) / len(blanks)
 
 
 def answer_digits(text: str, spaces: str = "drop") -> str:
@@ -110,6 +171,11 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
     # How the reward reads a space inside the answer: "drop" (upo's: digits only) or "zero" (the
     # authors' code: a space is the digit 0, so later digits keep their cells). See answer_digits.
     spaces: str = "drop"
+    # "train": upo's protocol, the training format (above). "paper-script": the authors'
+    # evaluation script (see the module docstring); the task sudoku4-paper-eval sets it.
+    protocol: str = "train"
+    # paper-script: the script's --batch_size (1 in its shipped run scripts, 4 its default)
+    script_batch: int = 1
 
     def validate(self) -> None:
         super().validate()
@@ -117,6 +183,19 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
             raise UpoError(
                 f"{self.name}: spaces must be one of {', '.join(SPACE_RULES)}, got {self.spaces!r}"
             )
+        if self.protocol not in PROTOCOLS:
+            raise UpoError(
+                f"{self.name}: protocol must be one of {', '.join(PROTOCOLS)}, got "
+                f"{self.protocol!r:.40}"
+            )
+        if self.protocol == "paper-script":
+            if self.spaces != "drop":
+                # the script reads digits only; a second reading would be silently ignored
+                raise UpoError(
+                    f"{self.name}: the paper-script protocol reads digits only (spaces: drop)"
+                )
+            if not isinstance(self.script_batch, int) or self.script_batch < 1:
+                raise UpoError(f"{self.name}: script_batch must be at least 1")
 
     def items(self, records, source):
         out = []
@@ -126,6 +205,12 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
                 puzzle, PAPER_INSTRUCTIONS if self.instructions is None else self.instructions
             )
             out.append({"prompt": prompt, "puzzle": puzzle, "solution": solution})
+        if self.protocol == "paper-script":
+            try:
+                chosen = script_sample(len(out))
+            except UpoError as err:
+                raise UpoError(f"{source}: {err}") from None
+            out = [{**out[i], "index": int(i)} for i in chosen]
         return out
 
     def _template_tokens(self) -> tuple[str, str]:
@@ -145,6 +230,8 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
         self._need_tokenizer()
         if not items:
             raise UpoError(f"{self.name}: no items")
+        if self.protocol == "paper-script":
+            return self._script_batch(items)
         mask, eot = self._template_tokens()
         rows, meta = [], []
         for it in items:
@@ -194,20 +281,81 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
             attention[i, longest - len(r) :] = True
         return Batch(tokens, np.full_like(tokens, -1), attention, meta)
 
+    def script_text(self, item: dict) -> str:
+        """The text the evaluation script tokenizes for `item`: its user message (the tuple of
+        instruction and answer template) through the chat template, up to the assistant's turn."""
+        if not uses_chat(self.tokenizer, True):
+            raise UpoError(
+                f"{self.name}: the paper-script protocol needs the tokenizer's chat template"
+            )
+        mask, eot = self._template_tokens()
+        message = script_message(item["prompt"], answer_template(item["puzzle"], mask, eot))
+        return chat_text(self.tokenizer, message)
+
+    def _script_batch(self, items: list[dict]) -> Batch:
+        """The evaluation script's inputs: each item's tuple message through the chat template,
+        tokenized with default special tokens; every `script_batch` consecutive items left-padded
+        with the pad token to their own longest and all of it attended (no attention mask). The
+        further padding that lines groups up in one Batch is marked unattended, so cutting a
+        group out (Batch.select(...).trimmed(), as upo eval does per --batch-size) leaves exactly
+        the script's batch."""
+        rows = []
+        for it in items:
+            ids = list(self.tokenizer(self.script_text(it))["input_ids"])
+            n_masks = sum(t == self.mask_id for t in ids)
+            if n_masks != it["puzzle"].count("0"):
+                raise UpoError(
+                    f"{self.name}: the prompt of puzzle {it['puzzle']} holds {n_masks} mask tokens "
+                    f"for {it['puzzle'].count('0')} blanks (does the prompt contain the mask token?)"
+                )
+            rows.append(ids)
+        longest = max(len(r) for r in rows)
+        pad = pad_id(self.tokenizer)
+        tokens = np.full((len(rows), longest), pad, dtype=np.int64)
+        attention = np.zeros((len(rows), longest), dtype=bool)
+        meta = []
+        for start in range(0, len(rows), self.script_batch):
+            group = range(start, min(start + self.script_batch, len(rows)))
+            width = max(len(rows[i]) for i in group)
+            for i in group:
+                tokens[i, longest - len(rows[i]) :] = rows[i]
+                attention[i, longest - width :] = True  # the script's padding is attended
+                meta.append({**items[i], "answer_tokens": width})  # the row as the script's
+        return Batch(tokens, np.full_like(tokens, -1), attention, meta)
+
     def _chat_text(self, prompt: str) -> str:
         return chat_text(self.tokenizer, prompt) if uses_chat(self.tokenizer, self.chat) else prompt
 
     def answers(self, batch: Batch, outputs: np.ndarray) -> list[str]:
+        """The answer template's text; under paper-script the whole row as the script decodes
+        it (its padding included, special tokens kept)."""
         self._need_tokenizer()
+        script = self.protocol == "paper-script"
         return [
-            self.tokenizer.decode(row[-m["answer_tokens"] :], skip_special_tokens=True)
+            self.tokenizer.decode(row[-m["answer_tokens"] :], skip_special_tokens=not script)
             for row, m in zip(outputs, batch.meta)
         ]
 
     def score(self, text, item):
-        digits = answer_digits(text, self.spaces)
-        cell = blank_accuracy(digits, item["puzzle"], item["solution"])
+        if self.protocol == "paper-script":
+            found = script_answer(text)
+            cell = script_cell_accuracy(found, item["solution"], item["puzzle"])
+            # validity needs digits 0-4 in 16 cells: other characters count as a blank
+            digits = "".join(c if c in "0123456789" else "0" for c in (found or ""))
+            digits = (digits + "0" * 16)[:16]
+        else:
+            digits = answer_digits(text, self.spaces)
+            cell = blank_accuracy(digits, item["puzzle"], item["solution"])
         puzzle = np.array([int(c) for c in item["puzzle"]])
         grid = np.array([int(c) for c in digits])
         ok = bool(solved_batch(SPECS["sudoku4"], puzzle[None], grid[None])[0])
         return ok, cell
+
+
+@dataclass
+class Sudoku4PaperEval(Sudoku4Paper):
+    """sudoku4-paper under the authors' evaluation script (protocol paper-script): for
+    reproducing the paper's Table 1 numbers. Same files, same MDMs and policies."""
+
+    name: str = "sudoku4-paper-eval"
+    protocol: str = "paper-script"
