@@ -352,3 +352,6 @@ def test_the_paper_config_sets_the_authors_choices():
     )
     assert (cfg.scale_rewards, cfg.scale_rewards_eps, cfg.zero_std_groups) == (False, 1e-4, True)
     assert get_task(cfg.task, cfg.task_options).spaces == "zero"
+    # the authors' head, rate and 4-bit MDM
+    assert cfg.policy["arch"] == "mdm-block" and cfg.lr == 3e-6
+    assert cfg.mdm_options["load_in_4bit"] is True
