@@ -308,6 +308,8 @@ class PolicyNet(nn.Module):
         if cfg.confidence_skip is not None:
             self.skip = nn.Parameter(torch.tensor(float(cfg.confidence_skip)))
             nn.init.zeros_(self.mlp[-1].weight)
+        # the block copy was made where the MDM's block lives: keep the head in one place
+        self.to(mdm.device)
 
     @property
     def chooses_sets(self) -> bool:
