@@ -22,6 +22,7 @@ REGIMES = {
     "addition-carry": "addition, shipped MDM (random digits) on carry-heavy sums",
     "addition-carry-shallow": "addition, 0.09M-parameter MDM on carry-heavy sums",
     "zebra4": "Zebra 4x4, shipped MDM",
+    "sums": "sums of 5 numbers, two phrasings in one block (end-of-text trap)",
 }
 SAMPLED = ("softmax:", "topk-random:", "random")  # sampled orders: pass@8 is the ceiling
 SEARCH = "lookahead"
