@@ -11,6 +11,12 @@ on those (-log of the probability of choosing any right position). Greedy decodi
 when it picks a position whose token is wrong, so this teaches the policy where the MDM's own
 confidence misleads it. Reported: how often the policy's top choice is right on held-out states,
 beside the same figure for the reference.
+
+Hugging Face MDMs (LLaDA, Dream) pre-train on text tasks with fixed answer positions the same
+way (`task_options` as for `upo policy train`; the UPO paper's max-confidence and softmax runs
+start RL from such a head). Every visited state keeps its features: the prompt's length x the
+MDM's width in bf16 per state (about 2.5 MB for sudoku4-paper on LLaDA-8B, so 400 puzzles of
+about 10 blanks take some 10 GB of memory and of disk under OUT/visited while the run lasts).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class PretrainConfig:
     task: str = "sudoku9"
     mdm: str = "checkpoints/sudoku9-mdm"
     mdm_options: dict = field(default_factory=dict)  # upo's own MDM: {dtype: float32}, say
+    task_options: dict = field(default_factory=dict)  # text tasks' settings, as policy train's
     train_data: str = "data/sudoku9-train.jsonl"
     # any policy name (docs/policies.md: a rule, the search, or a policy checkpoint of this MDM);
     # its distribution is the target
@@ -116,26 +123,34 @@ def visit_states(
     only_informative: bool = False,
     certain_above: float | None = None,
     store_prefix: Path | None = None,
+    attention_mask: np.ndarray | None = None,
+    block_size: int | None = None,
 ) -> States:
     """States visited while `decode_rule` decodes `tokens`. With `certain_above` (the policy's
     gate) only the decisions are kept: at a gated state the network is never asked. With
     `store_prefix`, each chunk of 128 items is kept in STORE_PREFIX-cNNNN.safetensors and taken
-    from there when a resumed run finds it."""
-    gen = torch.Generator().manual_seed(seed)
+    from there when a resumed run finds it. `attention_mask` (False at left padding) and
+    `block_size` are a text task's. The decode runs on the MDM's device; the states are kept on
+    the CPU (a Hugging Face MDM's features are too many for the GPU)."""
+    device = mdm.device
+    gen = torch.Generator(device=device).manual_seed(seed)
     parts = []
     for c, idx in enumerate(chunks(len(tokens), 128)):
         rows = idx.numpy()
 
         def visit_chunk(rows=rows) -> dict[str, torch.Tensor]:
+            mask = None if attention_mask is None else torch.from_numpy(attention_mask[rows])
             _, states = collect(
                 mdm,
-                torch.from_numpy(tokens[rows]),
+                torch.from_numpy(tokens[rows]).to(device),
                 decode_rule,
                 reference,
                 None,
                 gen,
                 keep_ref_dist=True,
-                answers=None if answers is None else torch.from_numpy(answers[rows]),
+                answers=None if answers is None else torch.from_numpy(answers[rows]).to(device),
+                attention_mask=None if mask is None else mask.to(device),
+                block_size=block_size,
                 certain_above=certain_above,
             )
             if certain_above is not None:
@@ -143,7 +158,7 @@ def visit_states(
             if answers is not None:
                 keep = informative(states) if only_informative else states.correct.any(1)
                 states = states.take(keep)
-            return states.to_tensors()
+            return {k: v.cpu() for k, v in states.to_tensors().items()}
 
         if store_prefix is None:
             tensors = visit_chunk()
@@ -152,6 +167,12 @@ def visit_states(
             tensors, _ = stored_or_computed(path, gen, visit_chunk)
         parts.append(States.from_tensors(tensors))
     return concat_states(parts)
+
+
+def on_device(states: States, device: torch.device) -> States:
+    """`states` with every tensor on `device` (the network's); the same object's tensors when
+    they are there already."""
+    return States.from_tensors({k: v.to(device) for k, v in states.to_tensors().items()})
 
 
 def concat_states(parts: list[States]) -> States:
@@ -184,8 +205,9 @@ def top1_correct(net: PolicyNet, states: States) -> tuple[float, float]:
     """(fraction of on-track states where the policy's top choice is right, same for the
     reference); a state is on track when nothing filled so far is wrong."""
     mine, ref, n = 0.0, 0.0, 0
+    device = next(net.parameters()).device
     for idx in chunks(len(states), 1024):
-        s = states.take(idx)
+        s = on_device(states.take(idx), device)
         on_track = s.correct.any(1)
         choice = net.log_probs(s.inputs).argmax(1)
         mine += float(s.correct.gather(1, choice[:, None])[on_track].sum())
@@ -218,8 +240,9 @@ def agreement(net: PolicyNet, states: States) -> tuple[float, float, float]:
     agreement with the reference's choice) on `states`. The last is the bar for a policy that
     starts as max-confidence: it has learned something only where it agrees more."""
     agree, ce, conf_agree = 0.0, 0.0, 0.0
+    device = next(net.parameters()).device
     for idx in chunks(len(states), 1024):
-        s = states.take(idx)
+        s = on_device(states.take(idx), device)
         logp = net.log_probs(s.inputs)
         agree += float((logp.argmax(1) == s.ref_choice).sum())
         ce += float(soft_cross_entropy(logp, s.ref_dist).sum())
@@ -236,6 +259,7 @@ class PretrainSetting:
 
     mdm: Denoiser
     data: Batch  # the training file: n_puzzles items to train on, then held_out to report on
+    block_size: int | None  # a text task's semi-autoregressive blocks (None: one block)
     reference: Policy  # its distribution over positions is the target
     decode_rules: list[Policy]  # what visits the states (cfg.decode_with; default the reference)
     policy_cfg: PolicyConfig
@@ -243,21 +267,34 @@ class PretrainSetting:
 
 
 def load_pretrain_setting(cfg: PretrainConfig) -> PretrainSetting:
-    if cfg.task in TEXT_TASK_NAMES or is_hf_model(cfg.mdm):
-        # Pre-training keeps the features of every visited state in memory: for a 4096-wide
-        # LLM over hundreds of positions and steps per prompt that is hundreds of GB. GRPO keeps
-        # only one step's rollouts, and its confidence anchor (policy: confidence_skip) starts
-        # the policy at max-confidence without a pre-training stage.
+    text = cfg.task in TEXT_TASK_NAMES
+    if text and cfg.target == "correct":
+        # text tasks' batches carry no answer tokens to compare the MDM's fills with
+        raise UpoError(f"target correct needs a token task's answers; {cfg.task} has none")
+    if text != is_hf_model(cfg.mdm):
         raise UpoError(
-            "policy pretrain runs upo's own MDMs on token tasks; for a Hugging Face MDM or a text "
-            "task start `upo policy train` from init: random with policy: confidence_skip"
+            f"task {cfg.task} is a {'text' if text else 'token'} task and {cfg.mdm} "
+            f"{'is' if not text else 'is not'} a Hugging Face MDM: text tasks run on Hugging "
+            "Face MDMs, token tasks on upo's own"
         )
+    if cfg.task_options and not text:
+        raise UpoError(f"task {cfg.task} takes no task_options")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    task = get_task(cfg.task)
-    mdm = load_mdm(cfg.mdm, options=cfg.mdm_options or None)
+    task = get_task(cfg.task, cfg.task_options or None)
     check_mdm_task(cfg.mdm, cfg.task)
+    mdm = load_mdm(cfg.mdm, options=cfg.mdm_options or None)
+    if text:
+        task = task.bind(mdm)
     data = task.load(cfg.train_data)
+    # Decoding prompts of different lengths together needs a model whose logits ignore left
+    # padding (models/hf.py's probe), as in policy train.
+    if not mdm.pads_batches and not data.attention_mask.all():
+        raise UpoError(
+            f"{cfg.mdm}: left padding changes this model's logits and the training prompts "
+            "differ in length; use a snapshot whose attention takes the padding mask, or set "
+            "mdm_options allow_unpadded_batching: true"
+        )
     if len(data) < cfg.n_puzzles + cfg.held_out:
         raise UpoError(
             f"{cfg.train_data}: has {len(data)} items, need n_puzzles + held_out = {cfg.n_puzzles + cfg.held_out}"
@@ -277,7 +314,9 @@ def load_pretrain_setting(cfg: PretrainConfig) -> PretrainSetting:
         "mdm_fingerprint": mdm.fingerprint(),
         "train_data_digest": file_digest(cfg.train_data),
     }
-    return PretrainSetting(mdm, data, reference, decode_rules, policy_cfg, provenance)
+    return PretrainSetting(
+        mdm, data, task.block_length, reference, decode_rules, policy_cfg, provenance
+    )
 
 
 def visit_splits(cfg: PretrainConfig, s: PretrainSetting, visited: Path) -> tuple[States, States]:
@@ -300,6 +339,8 @@ def visit_splits(cfg: PretrainConfig, s: PretrainSetting, visited: Path) -> tupl
                     only_informative=only_informative,
                     certain_above=certain_above,
                     store_prefix=visited / f"{split}-v{k}",
+                    attention_mask=s.data.attention_mask[part],
+                    block_size=s.block_size,
                 )
                 for k, decode_rule in enumerate(s.decode_rules)
             ]
@@ -325,8 +366,9 @@ def train_epoch(
     (the last batch's loss, the step count after it)."""
     net.train()
     perm = torch.randperm(len(states), generator=gen)
+    device = next(net.parameters()).device
     for start in range(0, len(perm), cfg.batch_states):
-        s = states.take(perm[start : start + cfg.batch_states])
+        s = on_device(states.take(perm[start : start + cfg.batch_states]), device)
         lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / total_steps))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -389,6 +431,9 @@ def pretrain_policy(
     continues an interrupted run where it stopped, with the result of an uninterrupted one."""
     s = load_pretrain_setting(cfg)
     train_config = to_dict(cfg)
+    if not cfg.task_options:
+        # added for text tasks: runs begun before it recorded no such key, and must resume
+        del train_config["task_options"]
     # config.json is completed once the network exists (policy_checkpoint_config)
     run = Run(
         out_dir,
@@ -407,6 +452,7 @@ def pretrain_policy(
     # The visits draw from their own generators, never from the global one seeded above, so a
     # resumed run whose states came from disk initialises the network as an uninterrupted one.
     net = PolicyNet(s.policy_cfg, bf16=policy_dtype(s.mdm) == "bfloat16", mdm=s.mdm)
+    net.to(s.mdm.device)  # the MDM's device (upo's own MDMs: the CPU, as ever)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = (len(train_states) + cfg.batch_states - 1) // cfg.batch_states
