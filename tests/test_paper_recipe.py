@@ -335,6 +335,11 @@ def test_space_rule_default_is_upos_and_bad_values_are_one_line():
     assert "spaces must be one of drop, zero" in str(err.value) and "\n" not in str(err.value)
 
 
+def pre_text(path) -> str:
+    """The pre-training recipe's text, whose command writes the head the paper config starts from."""
+    return path.with_name("policy-pretrain-llada-sudoku4-paper.yaml").read_text()
+
+
 def test_the_paper_config_sets_the_authors_choices():
     """configs/llada-sudoku4-paper.yaml: every option of this file at the authors' value, and its
     task options build the task (the training reward reads spaces as 0)."""
@@ -352,6 +357,13 @@ def test_the_paper_config_sets_the_authors_choices():
     )
     assert (cfg.scale_rewards, cfg.scale_rewards_eps, cfg.zero_std_groups) == (False, 1e-4, True)
     assert get_task(cfg.task, cfg.task_options).spaces == "zero"
-    # the authors' head, rate and 4-bit MDM
-    assert cfg.policy["arch"] == "mdm-block" and cfg.lr == 3e-6
-    assert cfg.mdm_options["load_in_4bit"] is True
+    # the authors' rate and 4-bit MDM, and their start: a head pre-trained to max-confidence
+    assert cfg.lr == 3e-6 and cfg.mdm_options["load_in_4bit"] is True
+    assert (cfg.init, cfg.pretrained) == ("pretrained", "runs/llada-sudoku4-paper-pretrain")
+    from upo.rl.pretrain import PretrainConfig
+
+    pre = load_config(PretrainConfig, path.with_name("policy-pretrain-llada-sudoku4-paper.yaml"))
+    assert f"--out {cfg.pretrained}" in pre_text(path)
+    assert (pre.task, pre.mdm, pre.reference) == (cfg.task, cfg.mdm, "confidence")
+    assert pre.policy == {"arch": "mdm-block"}  # the authors' head, nothing added
+    assert pre.mdm_options == cfg.mdm_options
