@@ -14,8 +14,9 @@ Two heads (`PolicyConfig.arch`):
   final norm, then an MLP over [block output, block flag, mask flag, top-8 probabilities] with 3
   hidden layers of width D + 10, each Linear (no bias) -> float32 LayerNorm -> SiLU, and a last
   Linear (no bias) to one score. Parameters: those of the MDM's last block, of its final norm, and
-  3 (m^2 + 2m) + m for the MLP with m = D + 10 (`mdm_block_parameters`). Built from the MDM, so
-  constructing or loading it needs the MDM.
+  3 (m^2 + 2m) + m for the MLP with m = D + 10 (an m x m weight and a LayerNorm's 2m per hidden
+  layer, then m x 1), plus one with confidence_skip. Built from the MDM, so constructing or
+  loading it needs the MDM.
 """
 
 from __future__ import annotations
@@ -237,14 +238,6 @@ def mdm_block_mlp(d_model: int) -> nn.Sequential:
         layers += [nn.Linear(m, m, bias=False), LayerNormFP32(m), nn.SiLU()]
     layers.append(nn.Linear(m, 1, bias=False))
     return nn.Sequential(*layers)
-
-
-def mdm_block_parameters(block_parameters: int, norm_parameters: int, d_model: int) -> int:
-    """The `mdm-block` head's parameter count (without confidence_skip's one scalar): the copied
-    block, the norm, and the MLP's 3 hidden layers (an m x m weight and a LayerNorm's 2m each)
-    plus its last m x 1 weight, m = d_model + 10."""
-    m = d_model + MDM_BLOCK_EXTRA
-    return block_parameters + norm_parameters + MDM_BLOCK_HIDDEN_LAYERS * (m * m + 2 * m) + m
 
 
 class PolicyNet(nn.Module):
