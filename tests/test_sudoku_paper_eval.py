@@ -157,6 +157,8 @@ def test_batches_are_padded_per_group_and_attended():
 def test_refuses_spaces_zero_and_unknown_protocols():
     with pytest.raises(UpoError, match="reads digits only"):
         get_task("sudoku4-paper-eval", {"spaces": "zero"})
+    with pytest.raises(UpoError, match="takes the chat template"):
+        get_task("sudoku4-paper-eval", {"chat": False})
     with pytest.raises(UpoError, match="protocol must be one of train, paper-script"):
         get_task("sudoku4-paper", {"protocol": "script"})
 

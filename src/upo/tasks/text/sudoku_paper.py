@@ -196,6 +196,9 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
                 )
             if not isinstance(self.script_batch, int) or self.script_batch < 1:
                 raise UpoError(f"{self.name}: script_batch must be at least 1")
+            if not self.chat:
+                # the script always writes its message through the chat template
+                raise UpoError(f"{self.name}: the paper-script protocol takes the chat template")
 
     def items(self, records, source):
         out = []
