@@ -1,45 +1,53 @@
 """Which phrasing each policy's decode commits to on the sums task, and how often each is right.
 
     python experiments/scripts/sums_forms.py --mdm runs/sums-mdm --data data/sums-val.jsonl \
-        --policies confidence,margin,entropy,random,left-to-right [--n 300] [--out FILE.md]
+        [--policies confidence,margin,entropy,random,left-to-right] [--n 300] [--out FILE.md]
 
-For every policy: solve rate, the share of items answered short (the total alone), worked (the
-running totals) or malformed, and the solve rate within each form. The end-of-text trap shows as
-a policy that answers short (an END revealed early) where the worked answer is right more often.
+Three decodes per policy: as `upo eval` runs it (free), and with the phrasing fixed beforehand by
+writing the token that follows the first total (a comma: worked; END: short) into the prompt.
+For each: solve rate with its 95% interval and the share of items answered short, worked or
+malformed. The end-of-text trap costs accuracy where a rule answers short while the worked
+phrasing, once chosen, is right more often.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 import numpy as np
 
-from upo.evaluation import EvalSettings, evaluate
-from upo.tasks.sums.layout import answer_forms
+from upo.api import load_mdm
+from upo.evaluate import decode_in_batches, wilson_interval
+from upo.io_utils import atomic_write_text
+from upo.policies.resolve import resolve_policy
+from upo.tasks.registry import get_task
+from upo.tasks.sums.layout import COMMA, END, answer_forms
+
+FIXED = {"free": None, "worked fixed": COMMA, "short fixed": END}
 
 
-def form_table(task_spec, results) -> str:
-    lines = [
-        "| policy | solve rate | NFE | short | worked | malformed | solved if short | solved if worked |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        forms = np.array(answer_forms(task_spec, r.outputs))
-        count = Counter(forms.tolist())
-        n = len(forms)
-
-        def within(form: str, forms=forms, solved=r.solved) -> str:
-            picked = forms == form
-            return f"{solved[picked].mean():.1%}" if picked.any() else "-"
-
-        lo, hi = r.solve_ci95
-        lines.append(
-            f"| {r.policy} | {r.solve_rate:.1%} [{lo:.1%}, {hi:.1%}] | {r.nfe:.1f} | "
-            f"{count['short'] / n:.1%} | {count['worked'] / n:.1%} | {count['malformed'] / n:.1%} | "
-            f"{within('short')} | {within('worked')} |"
-        )
-    return "\n".join(lines)
+def form_rows(mdm, task, batch, policies: list[str]) -> list[str]:
+    spec = task.spec
+    rows = []
+    for name in policies:
+        policy = resolve_policy(name, mdm)
+        for fixed, token in FIXED.items():
+            posed = batch.select(np.arange(len(batch)))
+            if token is not None:
+                posed.tokens = posed.tokens.copy()
+                posed.tokens[:, spec.answer_start + spec.width] = token
+            outputs, *_ = decode_in_batches(mdm, posed, policy, batch_size=64)
+            solved = task.solved(batch, outputs)
+            forms = Counter(answer_forms(spec, outputs))
+            lo, hi = wilson_interval(solved.sum(), len(solved))
+            share = {f: forms[f] / len(solved) for f in ("short", "worked", "malformed")}
+            rows.append(
+                f"| {name} | {fixed} | {solved.mean():.1%} [{lo:.1%}, {hi:.1%}] | "
+                f"{share['short']:.1%} | {share['worked']:.1%} | {share['malformed']:.1%} |"
+            )
+    return rows
 
 
 def main() -> None:
@@ -51,18 +59,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
     args = parser.parse_args()
-    settings = EvalSettings(
-        "sums", args.mdm, args.data, args.policies, n=args.n, threads=args.threads
-    )
-    record, results = evaluate(settings)
-    from upo.tasks.registry import get_task
+    import torch
 
-    table = form_table(get_task("sums").spec, results)
-    text = f"`{' '.join(__import__('sys').argv)}`\n\n{table}\n"
+    torch.set_num_threads(args.threads)
+    task = get_task("sums")
+    mdm = load_mdm(args.mdm)
+    batch = task.load(args.data)
+    batch = batch.select(np.arange(min(args.n, len(batch))))
+    header = [
+        "| policy | phrasing | solve rate [95% CI] | short | worked | malformed |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = form_rows(mdm, task, batch, args.policies.split(","))
+    command = "python " + " ".join(sys.argv)
+    text = f"`{command}` ({len(batch)} items)\n\n" + "\n".join(header + rows) + "\n"
     print(text)
     if args.out:
-        from upo.io_utils import atomic_write_text
-
         atomic_write_text(args.out, text)
 
 
