@@ -221,7 +221,7 @@ def main() -> None:
     if args.only in (None, "zebra4"):
         learned = {"confidence": "confidence", "threshold:0.9": "threshold:0.9"}
         learned["zebra-policy"] = "zebra-policy"
-        rows += bench_task(
+        rows += bench_token_task(
             "zebra4", "zebra-mdm", "data/zebra4-test.jsonl", learned, args.task_items
         )
     if args.only in (None, "sudoku4"):
