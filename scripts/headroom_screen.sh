@@ -15,7 +15,7 @@ R=docs/results/headroom
 mkdir -p $R runs
 RULES=confidence,margin,entropy,random,left-to-right
 SAMPLED=softmax:0.05
-REGIMES=${*:-sudoku9 sudoku9-58 sudoku9-k3 addition-carry addition-carry-shallow zebra4 sums}
+REGIMES=${*:-sudoku9 sudoku9-58 sudoku9-k3 addition-carry addition-carry-shallow zebra4 sums sums-deep}
 ev() {  # ev NAME TASK MDM DATA POLICIES [EXTRA FLAGS...]: NAME.json, and NAME-sampled.json
   # for the sampled orders (pass@8), which are not decoded 8 times for the deterministic rules
   local name=$1 task=$2 mdm=$3 data=$4 policies=$5
@@ -48,13 +48,17 @@ for regime in $REGIMES; do
         $R/addition-carry-shallow-rtl.json --threads "$THREADS" ;;
     zebra4)  # the shipped Zebra MDM
       ev zebra4 zebra4 checkpoints/zebra-mdm data/zebra4-val.jsonl "$RULES,lookahead:3" ;;
-    sums)  # the end-of-text trap: total alone or running totals, decoded in one block
-      [ -f runs/sums-mdm/meta.json ] && grep -q '"complete": true' runs/sums-mdm/meta.json ||
-        $UPO mdm train --config experiments/configs/mdm-sums.yaml --out runs/sums-mdm \
-          $([ -d runs/sums-mdm ] && echo --resume)
-      ev sums sums runs/sums-mdm data/sums-val.jsonl "$RULES,lookahead:3"
-      $PY experiments/scripts/sums_forms.py --mdm runs/sums-mdm --data data/sums-val.jsonl --n "$N" \
-        --threads "$THREADS" --out $R/sums-forms.md ;;
+    sums)  # two phrasings in one block (upo/tasks/sums), the shipped 0.1M MDM
+      ev sums sums checkpoints/sums-mdm data/sums-val.jsonl "$RULES,lookahead:3"
+      $PY experiments/scripts/sums_forms.py --mdm checkpoints/sums-mdm --data data/sums-val.jsonl \
+        --n "$N" --threads "$THREADS" --out $R/sums-forms.md ;;
+    sums-deep)  # the same task with a 0.67M MDM (experiments/configs/mdm-sums-deep.yaml, ~25 min)
+      [ -f runs/sums-mdm-deep/meta.json ] && grep -q '"complete": true' runs/sums-mdm-deep/meta.json ||
+        $UPO mdm train --config experiments/configs/mdm-sums-deep.yaml --out runs/sums-mdm-deep \
+          $([ -d runs/sums-mdm-deep ] && echo --resume)
+      ev sums-deep sums runs/sums-mdm-deep data/sums-val.jsonl "$RULES,lookahead:3"
+      $PY experiments/scripts/sums_forms.py --mdm runs/sums-mdm-deep --data data/sums-val.jsonl \
+        --n "$N" --threads "$THREADS" --out $R/sums-deep-forms.md ;;
     *) echo "unknown regime $regime" >&2; exit 2 ;;
   esac
 done

@@ -22,7 +22,8 @@ REGIMES = {
     "addition-carry": "addition, shipped MDM (random digits) on carry-heavy sums",
     "addition-carry-shallow": "addition, 0.09M-parameter MDM on carry-heavy sums",
     "zebra4": "Zebra 4x4, shipped MDM",
-    "sums": "sums of 5 numbers, two phrasings in one block (end-of-text trap)",
+    "sums": "sums of 5 numbers, two phrasings in one block, shipped 0.1M MDM",
+    "sums-deep": "sums of 5 numbers, two phrasings in one block, 0.67M MDM",
 }
 SAMPLED = ("softmax:", "topk-random:", "random")  # sampled orders: pass@8 is the ceiling
 SEARCH = "lookahead"
