@@ -5,8 +5,10 @@
 
 Three decodes per policy: as `upo eval` runs it (free), and with the phrasing fixed beforehand by
 writing the token that follows the first total (a comma: worked; END: short) into the prompt.
-For each: solve rate with its 95% interval and the share of items answered short, worked or
-malformed. The end-of-text trap costs accuracy where a rule answers short while the worked
+For each: solve rate with its 95% interval, the share of items answered short, worked or
+malformed, (free decodes) how often the first step reveals the slot after the first total,
+i.e. settles the phrasing before any digit, at which step the first number's first digit is
+written and how many ENDs were revealed before it, and how many wrong answers mix the phrasings. The end-of-text trap costs accuracy where a rule answers short while the worked
 phrasing, once chosen, is right more often.
 """
 
@@ -23,9 +25,31 @@ from upo.evaluate import decode_in_batches, wilson_interval
 from upo.io_utils import atomic_write_text
 from upo.policies.resolve import resolve_policy
 from upo.tasks.registry import get_task
-from upo.tasks.sums.layout import COMMA, END, answer_forms
+from upo.tasks.sums.layout import COMMA, END, answer_forms, numbers_of
 
 FIXED = {"free": None, "worked fixed": COMMA, "short fixed": END}
+
+
+def ends_revealed_before(spec, outputs, order, step: np.ndarray) -> float:
+    """Mean number of END tokens revealed before the given step, per item."""
+    region = slice(spec.answer_start, None)
+    ends = (outputs[:, region] == END) & (order[:, region] < step[:, None])
+    return float(ends.sum(1).mean())
+
+
+def mixed_answers(spec, batch, outputs, solved) -> str:
+    """'M of W': of the W wrong answers, M start with a number holding a digit of the first
+    running total where that digit differs from the total's (the digit was written for the
+    worked phrasing, the answer became another)."""
+    numbers = numbers_of(spec, batch.tokens)
+    first = spec.answer_start
+    mixed = 0
+    for i in np.flatnonzero(solved == 0):
+        written = outputs[i, first : first + spec.width]
+        running = [int(c) for c in f"{numbers[i, 0] + numbers[i, 1]:0{spec.width}d}"]
+        total = [int(c) for c in f"{numbers[i].sum():0{spec.width}d}"]
+        mixed += any(w == r != t for w, r, t in zip(written, running, total))
+    return f"{mixed} of {int((solved == 0).sum())}"
 
 
 def form_rows(mdm, task, batch, policies: list[str]) -> list[str]:
@@ -38,14 +62,23 @@ def form_rows(mdm, task, batch, policies: list[str]) -> list[str]:
             if token is not None:
                 posed.tokens = posed.tokens.copy()
                 posed.tokens[:, spec.answer_start + spec.width] = token
-            outputs, *_ = decode_in_batches(mdm, posed, policy, batch_size=64)
+            outputs, order, *_ = decode_in_batches(mdm, posed, policy, batch_size=64)
+            # When the slot after the first total (comma or END: the phrasing) was revealed.
+            slot_step = order[:, spec.answer_start + spec.width]
+            slot = f"{(slot_step == 0).mean():.0%}" if token is None else "given"
+            # When the first number's first digit was written (mean step): early means a digit
+            # committed while the phrasing may still be open.
+            first_digit = order[:, spec.answer_start : spec.answer_start + spec.width].min(1)
+            ends_before = ends_revealed_before(spec, outputs, order, first_digit)
             solved = task.solved(batch, outputs)
             forms = Counter(answer_forms(spec, outputs))
             lo, hi = wilson_interval(solved.sum(), len(solved))
+            mixed = mixed_answers(spec, batch, outputs, solved)
             share = {f: forms[f] / len(solved) for f in ("short", "worked", "malformed")}
             rows.append(
                 f"| {name} | {fixed} | {solved.mean():.1%} [{lo:.1%}, {hi:.1%}] | "
-                f"{share['short']:.1%} | {share['worked']:.1%} | {share['malformed']:.1%} |"
+                f"{share['short']:.1%} | {share['worked']:.1%} | {share['malformed']:.1%} | {slot} | "
+                f"{first_digit.mean():.1f} | {ends_before:.1f} | {mixed} |"
             )
     return rows
 
@@ -67,8 +100,9 @@ def main() -> None:
     batch = task.load(args.data)
     batch = batch.select(np.arange(min(args.n, len(batch))))
     header = [
-        "| policy | phrasing | solve rate [95% CI] | short | worked | malformed |",
-        "|---|---|---|---|---|---|",
+        "| policy | phrasing | solve rate [95% CI] | short | worked | malformed | phrasing first "
+        "| first digit at step | ENDs before it | wrong, mixing phrasings |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = form_rows(mdm, task, batch, args.policies.split(","))
     command = "python " + " ".join(sys.argv)
