@@ -15,7 +15,7 @@ mkdir -p $R
 POLICIES=confidence,margin,entropy,random,left-to-right,checkpoints/sums-policy,checkpoints/sums-policy-seed0
 for split in val test; do
   $UPO eval --task sums --mdm checkpoints/sums-mdm --data data/sums-$split.jsonl --threads "$THREADS" \
-    --policies "$POLICIES,lookahead:3" --json $R/$split.json | tee $R/$split.md
+    --policies "$POLICIES,softmax:0.05,lookahead:3" --json $R/$split.json | tee $R/$split.md
   $PY experiments/scripts/sums_forms.py --mdm checkpoints/sums-mdm --data data/sums-$split.jsonl \
     --n 1000 --threads "$THREADS" --policies confidence,checkpoints/sums-policy --out $R/$split-forms.md
 done
