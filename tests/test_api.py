@@ -213,7 +213,7 @@ def test_load_mdm_refusals(tmp_path):
     assert mdm.dtype_used == "float32" and isinstance(mdm, upo.Denoiser)
 
 
-def test_one_loader_reads_hub_ids_with_or_without_hf(tmp_path):
+def test_one_loader_reads_hub_ids_with_or_without_hf(tmp_path, monkeypatch):
     """upo.load_mdm, the CLI and the lm-eval model share one loader: a Hub id is a Hub id with
     or without `hf:`, a local path never is, and upo's own MDM is no Hugging Face model."""
     from upo.models.registry import hf_source
@@ -223,6 +223,14 @@ def test_one_loader_reads_hub_ids_with_or_without_hf(tmp_path):
     assert hf_source(f"hf:{tmp_path}") == str(tmp_path)
     assert hf_source(ROOT / "checkpoints" / "sudoku4-mdm") is None
     assert hf_source(tmp_path) is None  # an existing directory without a transformers config
+    # owner/name whose owner is a local directory: a missing local checkpoint, not a download
+    (tmp_path / "runs").mkdir()
+    missing = tmp_path / "runs" / "my-mdm"
+    monkeypatch.chdir(tmp_path)
+    assert hf_source("runs/my-mdm") is None and hf_source("hf:runs/my-mdm") == "runs/my-mdm"
+    with pytest.raises(UpoError, match=r"runs/ is a local directory.*write hf:runs/my-mdm"):
+        upo.load_mdm("runs/my-mdm")
+    assert not missing.exists()
     with pytest.raises(UpoError, match="is for Hugging Face models"):
         upo.load_mdm(ROOT / "checkpoints" / "sudoku4-mdm", convention="llada")
 

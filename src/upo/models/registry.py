@@ -38,8 +38,11 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 def hf_source(path: str | Path) -> str | None:
     """What transformers loads when `path` names a Hugging Face model, else None (upo's own
     checkpoint): `hf:` + a Hub id or directory; a directory holding a transformers config.json
-    (no upo `kind`); or a Hub id (owner/name) that is no local path. The CLI and the Python API
-    both read names through this, so `GSAI-ML/LLaDA-8B-Instruct` and `hf:GSAI-ML/...` are one."""
+    (no upo `kind`); or a Hub id (owner/name) that is no local path and whose owner is no local
+    directory. The CLI and the Python API both read names through this, so
+    `GSAI-ML/LLaDA-8B-Instruct` and `hf:GSAI-ML/...` are one. `runs/my-mdm` where `runs/` exists
+    but `runs/my-mdm` does not is a missing local checkpoint (a typo, or a command run from
+    another directory), not a download from the Hub; `hf:runs/my-mdm` forces the Hub."""
     text = str(path)
     if text.startswith("hf:"):
         return text.removeprefix("hf:")
@@ -51,7 +54,8 @@ def hf_source(path: str | Path) -> str | None:
             return None
         hf = "kind" not in data and ("model_type" in data or "architectures" in data)
         return text if hf else None
-    return text if not Path(text).exists() and HUB_ID.match(text) else None
+    hub_shaped = HUB_ID.match(text) and not Path(text).exists()
+    return text if hub_shaped and not Path(text).parent.is_dir() else None
 
 
 def is_hf_model(path: str | Path) -> bool:
@@ -109,9 +113,15 @@ def load_mdm(path: str | Path, threads: int | None = None, options: dict | None 
         )
     path = Path(path)
     if not path.is_dir():
+        hub = (
+            f"{path.parent}/ is a local directory, so this is read as a path; for the Hub id "
+            f"write hf:{path}"
+            if HUB_ID.match(str(path)) and path.parent.is_dir()
+            else "a Hub id is written owner/name, or hf:ID"
+        )
         raise UpoError(
-            f"{path}: MDM checkpoint directory not found (a Hub id is written owner/name, or "
-            f"hf:ID){shipped_hint(str(path), 'checkpoints', '-mdm')}"
+            f"{path}: MDM checkpoint directory not found ({hub})"
+            f"{shipped_hint(str(path), 'checkpoints', '-mdm')}"
         )
     cfg_json = checkpoint_json(path, "config.json")
     kind = cfg_json.get("kind", "tiny")
