@@ -1,7 +1,9 @@
 """Which phrasing each policy's decode commits to on the sums task, and how often each is right.
 
     python experiments/scripts/sums_forms.py --mdm runs/sums-mdm --data data/sums-val.jsonl \
-        [--policies confidence,margin,entropy,random,left-to-right] [--n 300] [--out FILE.md]
+        [--policies confidence,margin,entropy,random,left-to-right,confidence/4] [--n 300] [--out FILE.md]
+
+A policy written NAME/B decodes in semi-autoregressive blocks of B answer positions.
 
 Three decodes per policy: as `upo eval` runs it (free), and with the phrasing fixed beforehand by
 writing the token that follows the first total (a comma: worked; END: short) into the prompt.
@@ -56,13 +58,17 @@ def form_rows(mdm, task, batch, policies: list[str]) -> list[str]:
     spec = task.spec
     rows = []
     for name in policies:
-        policy = resolve_policy(name, mdm)
+        # NAME/B: semi-autoregressive blocks of B answer positions (the total and its comma: 4)
+        rule, _, block = name.partition("/")
+        policy = resolve_policy(rule, mdm)
         for fixed, token in FIXED.items():
             posed = batch.select(np.arange(len(batch)))
             if token is not None:
                 posed.tokens = posed.tokens.copy()
                 posed.tokens[:, spec.answer_start + spec.width] = token
-            outputs, order, *_ = decode_in_batches(mdm, posed, policy, batch_size=64)
+            outputs, order, *_ = decode_in_batches(
+                mdm, posed, policy, batch_size=64, block_size=int(block) if block else None
+            )
             # When the slot after the first total (comma or END: the phrasing) was revealed.
             slot_step = order[:, spec.answer_start + spec.width]
             slot = f"{(slot_step == 0).mean():.0%}" if token is None else "given"
