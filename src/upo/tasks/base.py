@@ -204,6 +204,17 @@ class SpecTask:
     def answer_positions(self) -> np.ndarray:
         return self.spec.answer_positions
 
+    def model_defaults(self) -> dict:
+        """The built-in MDM's layout settings: the vocabulary, mask id and length every spec
+        names the same way, then the task's own position structure (`structure_defaults`)."""
+        layout = {"vocab_size": self.vocab_size, "mask_id": self.mask_id, "seq_len": self.seq_len}
+        return {**layout, **self.structure_defaults()}
+
+    def structure_defaults(self) -> dict:
+        """TinyConfig fields that give the MDM the task's structure (position groups, a grid's
+        boxes, ...); none by default."""
+        return {}
+
     def bind(self, denoiser) -> SpecTask:
         return self  # the same tokens for every MDM of this layout
 

@@ -13,7 +13,6 @@ from .generate import AdditionStream, assemble, digit_string, draw_item
 from .io import parse_line, write_jsonl
 from .layout import (
     MASK,
-    VOCAB_SIZE,
     AdditionSpec,
     cell_acc_batch,
     digits_of,
@@ -35,13 +34,8 @@ class AdditionTask(SpecTask):
     def max_difficulty(self) -> int:
         return self.spec.digits
 
-    def model_defaults(self) -> dict:
-        return {
-            "vocab_size": VOCAB_SIZE,
-            "mask_id": MASK,
-            "seq_len": self.seq_len,
-            "position_groups": [self.spec.place],
-        }
+    def structure_defaults(self) -> dict:
+        return {"position_groups": [self.spec.place]}
 
     def stream(self, seed: int) -> AdditionStream:
         return AdditionStream(self.spec, seed)

@@ -40,13 +40,8 @@ class SudokuTask(SpecTask):
     def max_difficulty(self) -> int:
         return MAX_BLANKS[self.name]
 
-    def model_defaults(self) -> dict:
-        return {
-            "vocab_size": self.vocab_size,
-            "mask_id": self.mask_id,
-            "seq_len": self.seq_len,
-            "grid_box": [self.spec.box_rows, self.spec.box_cols],
-        }
+    def structure_defaults(self) -> dict:
+        return {"grid_box": [self.spec.box_rows, self.spec.box_cols]}
 
     def stream(self, seed: int) -> GridStream:
         return GridStream(self.spec, seed)

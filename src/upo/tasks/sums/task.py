@@ -12,8 +12,6 @@ from ..base import Batch, SpecTask
 from ..records import distinct, parse_lines
 from .data import SumsStream, draw_item, key_of, parse_line, write_jsonl
 from .layout import (
-    MASK,
-    VOCAB_SIZE,
     SumsSpec,
     encode,
     final_digits_right,
@@ -35,13 +33,8 @@ class SumsTask(SpecTask):
     def max_difficulty(self) -> int:
         return self.spec.digits
 
-    def model_defaults(self) -> dict:
-        return {
-            "vocab_size": VOCAB_SIZE,
-            "mask_id": MASK,
-            "seq_len": self.seq_len,
-            "position_groups": [self.spec.place],
-        }
+    def structure_defaults(self) -> dict:
+        return {"position_groups": [self.spec.place]}
 
     def stream(self, seed: int) -> SumsStream:
         return SumsStream(self.spec, seed)

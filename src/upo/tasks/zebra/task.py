@@ -28,11 +28,8 @@ class ZebraTask(SpecTask):
     def max_difficulty(self) -> int:
         return self.spec.max_clues
 
-    def model_defaults(self) -> dict:
+    def structure_defaults(self) -> dict:
         return {
-            "vocab_size": self.vocab_size,
-            "mask_id": self.mask_id,
-            "seq_len": self.seq_len,
             "position_groups": self.spec.position_groups,
             "position_tokens": self.spec.position_tokens,
             "token_slots": self.spec.token_slots,
