@@ -50,17 +50,16 @@ for regime in $REGIMES; do
       ev zebra4 zebra4 checkpoints/zebra-mdm data/zebra4-val.jsonl "$RULES,lookahead:3" ;;
     sums)  # two phrasings in one block (upo/tasks/sums), the shipped 0.1M MDM
       ev sums sums checkpoints/sums-mdm data/sums-val.jsonl "$RULES,lookahead:3"
-      # semi-autoregressive blocks too (NAME/B: blocks of B answer positions; 4 = a total and its comma)
+      # semi-autoregressive blocks too (of B answer positions; 4 = a total and its comma)
       $PY experiments/scripts/sums_forms.py --mdm checkpoints/sums-mdm --data data/sums-val.jsonl \
-        --n "$N" --threads "$THREADS" --policies "$RULES,confidence/4,confidence/8" --out $R/sums-forms.md ;;
+        --n "$N" --threads "$THREADS" --policies "$RULES" --blocks 4,8 --out $R/sums-forms.md ;;
     sums-deep)  # the same task with a 0.67M MDM (experiments/configs/mdm-sums-deep.yaml, ~25 min)
       [ -f runs/sums-mdm-deep/meta.json ] && grep -q '"complete": true' runs/sums-mdm-deep/meta.json ||
         $UPO mdm train --config experiments/configs/mdm-sums-deep.yaml --out runs/sums-mdm-deep \
           $([ -d runs/sums-mdm-deep ] && echo --resume)
       ev sums-deep sums runs/sums-mdm-deep data/sums-val.jsonl "$RULES,lookahead:3"
       $PY experiments/scripts/sums_forms.py --mdm runs/sums-mdm-deep --data data/sums-val.jsonl \
-        --n "$N" --threads "$THREADS" --policies "$RULES,confidence/4,confidence/8" \
-        --out $R/sums-deep-forms.md ;;
+        --n "$N" --threads "$THREADS" --policies "$RULES" --blocks 4,8 --out $R/sums-deep-forms.md ;;
     *) echo "unknown regime $regime" >&2; exit 2 ;;
   esac
 done

@@ -1,16 +1,17 @@
 """Which phrasing each policy's decode commits to on the sums task, and how often each is right.
 
     python experiments/scripts/sums_forms.py --mdm runs/sums-mdm --data data/sums-val.jsonl \
-        [--policies confidence,margin,entropy,random,left-to-right,confidence/4] [--n 300] [--out FILE.md]
+        [--policies confidence,margin,entropy,random,left-to-right] [--blocks 4,8] [--n 300] \
+        [--out FILE.md]
 
-A policy written NAME/B decodes in semi-autoregressive blocks of B answer positions.
+`--blocks B,...` also decodes max-confidence in semi-autoregressive blocks of B answer positions
+(rows "confidence, blocks of B").
 
 Three decodes per policy: as `upo eval` runs it (free), and with the phrasing fixed beforehand by
 writing the token that follows the first total (a comma: worked; END: short) into the prompt.
 For each: solve rate with its 95% interval, the share of items answered short, worked or
-malformed, (free decodes) how often the first step reveals the slot after the first total,
-i.e. settles the phrasing before any digit, at which step the first number's first digit is
-written and how many ENDs were revealed before it, and how many wrong answers mix the phrasings. The end-of-text trap costs accuracy where a rule answers short while the worked
+malformed, (free decodes) how often a digit of the first number is written before any END (while
+no END is revealed the phrasing is still open), and how many wrong answers mix the phrasings. The end-of-text trap costs accuracy where a rule answers short while the worked
 phrasing, once chosen, is right more often.
 """
 
@@ -32,11 +33,13 @@ from upo.tasks.sums.layout import COMMA, END, answer_forms, numbers_of
 FIXED = {"free": None, "worked fixed": COMMA, "short fixed": END}
 
 
-def ends_revealed_before(spec, outputs, order, step: np.ndarray) -> float:
-    """Mean number of END tokens revealed before the given step, per item."""
+def digit_before_end(spec, outputs, order) -> np.ndarray:
+    """[N] bool: a digit of the first number was revealed before any END was."""
     region = slice(spec.answer_start, None)
-    ends = (outputs[:, region] == END) & (order[:, region] < step[:, None])
-    return float(ends.sum(1).mean())
+    ends = outputs[:, region] == END
+    first_end = np.where(ends, order[:, region], np.iinfo(order.dtype).max).min(1)
+    first_number = order[:, spec.answer_start : spec.answer_start + spec.width]
+    return (first_number < first_end[:, None]).any(1)
 
 
 def mixed_answers(spec, batch, outputs, solved) -> str:
@@ -54,28 +57,25 @@ def mixed_answers(spec, batch, outputs, solved) -> str:
     return f"{mixed} of {int((solved == 0).sum())}"
 
 
-def form_rows(mdm, task, batch, policies: list[str]) -> list[str]:
+def form_rows(mdm, task, batch, runs: list[tuple[str, int | None]]) -> list[str]:
+    """The table's rows for each (policy name, block size or None for one block)."""
     spec = task.spec
     rows = []
-    for name in policies:
-        # NAME/B: semi-autoregressive blocks of B answer positions (the total and its comma: 4)
-        rule, _, block = name.partition("/")
+    for rule, block in runs:
         policy = resolve_policy(rule, mdm)
+        name = rule if block is None else f"{rule}, blocks of {block}"
         for fixed, token in FIXED.items():
             posed = batch.select(np.arange(len(batch)))
             if token is not None:
                 posed.tokens = posed.tokens.copy()
                 posed.tokens[:, spec.answer_start + spec.width] = token
             outputs, order, *_ = decode_in_batches(
-                mdm, posed, policy, batch_size=64, block_size=int(block) if block else None
+                mdm, posed, policy, batch_size=64, block_size=block
             )
-            # When the slot after the first total (comma or END: the phrasing) was revealed.
-            slot_step = order[:, spec.answer_start + spec.width]
-            slot = f"{(slot_step == 0).mean():.0%}" if token is None else "given"
-            # When the first number's first digit was written (mean step): early means a digit
-            # committed while the phrasing may still be open.
-            first_digit = order[:, spec.answer_start : spec.answer_start + spec.width].min(1)
-            ends_before = ends_revealed_before(spec, outputs, order, first_digit)
+            # Whether a digit of the first number was written before any END: while no END is
+            # revealed the phrasing is still open.
+            early = digit_before_end(spec, outputs, order)
+            early_text = f"{early.mean():.1%}" if token is None else "given"
             solved = task.solved(batch, outputs)
             forms = Counter(answer_forms(spec, outputs))
             lo, hi = wilson_interval(solved.sum(), len(solved))
@@ -83,8 +83,7 @@ def form_rows(mdm, task, batch, policies: list[str]) -> list[str]:
             share = {f: forms[f] / len(solved) for f in ("short", "worked", "malformed")}
             rows.append(
                 f"| {name} | {fixed} | {solved.mean():.1%} [{lo:.1%}, {hi:.1%}] | "
-                f"{share['short']:.1%} | {share['worked']:.1%} | {share['malformed']:.1%} | {slot} | "
-                f"{first_digit.mean():.1f} | {ends_before:.1f} | {mixed} |"
+                f"{share['short']:.1%} | {share['worked']:.1%} | {share['malformed']:.1%} | {early_text} | {mixed} |"
             )
     return rows
 
@@ -94,6 +93,7 @@ def main() -> None:
     parser.add_argument("--mdm", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--policies", default="confidence,margin,entropy,random,left-to-right")
+    parser.add_argument("--blocks", default="", help="block sizes for max-confidence, e.g. 4,8")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
@@ -106,11 +106,13 @@ def main() -> None:
     batch = task.load(args.data)
     batch = batch.select(np.arange(min(args.n, len(batch))))
     header = [
-        "| policy | phrasing | solve rate [95% CI] | short | worked | malformed | phrasing first "
-        "| first digit at step | ENDs before it | wrong, mixing phrasings |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| policy | phrasing | solve rate [95% CI] | short | worked | malformed "
+        "| a first-number digit before any END | wrong, mixing phrasings |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    rows = form_rows(mdm, task, batch, args.policies.split(","))
+    runs = [(name, None) for name in args.policies.split(",")]
+    runs += [("confidence", int(b)) for b in args.blocks.split(",") if b]
+    rows = form_rows(mdm, task, batch, runs)
     command = "python " + " ".join(sys.argv)
     text = f"`{command}` ({len(batch)} items)\n\n" + "\n".join(header + rows) + "\n"
     print(text)
