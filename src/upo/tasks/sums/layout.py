@@ -10,15 +10,15 @@ The *short* answer is the total alone, then END up to the end of the region:
     n1 + n2 + n3 + n4 + n5 =  s5 END END ... END
 
 Both are right when their last number is the total. The MDM is trained on a mixture of the two
-(`short_rate` of the items short). The short one asks the MDM to add K numbers at once, the
-worked one only two at a time, so the phrasing decides how often the answer is right, and the
-unmasking order decides the phrasing: revealing an END first commits the item to the short form,
-revealing a running total's digit or comma to the worked one. This is the end-of-text trap of
-LLaDA decoding a variable-length answer in one block, in miniature: with more short items than
-worked ones in training, an END is the likeliest token at every position past the total, so
-max-confidence reveals ENDs first and answers short. Totals are zero-padded to W digits so that
-their columns line up with the numbers' (the MDM's position groups); written as people write
-them, a 0.67M MDM did not learn to add them in 4,000 steps (experiments/README.md, section 6).
+(`short_rate` of the items short, END-padded as LLaDA's fine-tuning pads answers) and decoded in
+one block, so the unmasking order decides the phrasing: an END revealed anywhere commits the item
+to the short form, a comma to the worked one. Before either is revealed the first three answer
+positions hold the first running total in one phrasing and the total in the other; an order that
+writes those digits while the phrasing is open can mix the two. Max-confidence does, and a learned
+order that reveals an END first does not (docs/results/sums.md). Totals are zero-padded to W
+digits so that their columns line up with the numbers' (the MDM's position groups); written as
+people write them, a 0.67M MDM did not learn to add them in 4,000 steps (experiments/README.md,
+section 6).
 
 Tokens: digit d is token d (0..9); PLUS 10, EQUALS 11, COMMA 12, END 13, MASK 14.
 """
