@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .assets import find
+from .cache import check_cacheable
 from .errors import SettingError, UpoError
 from .eval_progress import EvalProgress
 from .evaluate import PolicyResult, evaluate_policy
@@ -54,6 +55,7 @@ class EvalSettings:
     n: int | None = None
     batch_size: int | None = None  # None: 64, or 8 for text tasks
     k: int = 1
+    cache: str = "none"  # block-wise key/value caching: none, prefix, dual (docs/cache.md)
     seed: int = 0
     threads: int | None = None
     dtype: str | None = None
@@ -261,6 +263,7 @@ def evaluate_one(
     store=None,
     store_key: str = "",
     progress=None,
+    cache: str = "none",
 ) -> PolicyResult:
     """One policy's PolicyResult. `progress` None: a progress bar on stderr; else a callable
     advanced by the items decoded (the demo's one bar over every table)."""
@@ -283,6 +286,7 @@ def evaluate_one(
             progress=progress,
             store=store,
             store_key=store_key,
+            cache=cache,
         )
 
 
@@ -312,6 +316,7 @@ def results_record(s: EvalSettings, run: EvalInputs, results: list) -> dict:
         **run.mdm_fields,
         "data": s.data,
         "k": s.k,
+        **({"cache": s.cache} if s.cache != "none" else {}),  # none: the record as before
         "seed": s.seed,
         **run.task_fields,
         "results": summaries,
@@ -329,6 +334,7 @@ class Evaluation:
     def __init__(self, settings: EvalSettings):
         self.settings = settings
         self.inputs = open_inputs(settings)
+        check_cacheable(self.inputs.mdm, settings.cache)
         self.names, self.policies = resolve_policies(settings.policies, self.inputs.mdm)
         self.store = None
         self._held = contextlib.ExitStack()
@@ -346,7 +352,7 @@ class Evaluation:
         return [
             evaluate_one(
                 self.inputs, policy, s.batch_size, s.k, s.seed, s.pass_at,
-                self.store, f"p{index}", progress,
+                self.store, f"p{index}", progress, s.cache,
             )
             for index, policy in enumerate(self.policies)
         ]  # fmt: skip
@@ -404,6 +410,7 @@ def open_progress(s: EvalSettings, mdm, names: list[str], held: contextlib.ExitS
         "skip_invalid": s.skip_invalid,
         "batch_size": s.batch_size,
         "k": s.k,
+        **({"cache": s.cache} if s.cache != "none" else {}),
         "seed": s.seed,
         "pass_at": s.pass_at,
         "policies": names,

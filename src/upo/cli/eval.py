@@ -66,7 +66,8 @@ def print_tables(args, run, results: list) -> None:
 
     task, batch = run.task, run.batch
     note = f" ({run.note})" if run.note else ""
-    print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}{note}\n")
+    cached = f", cache {args.cache}" if args.cache != "none" else ""
+    print(f"\n{task.name}, {len(batch)} items, MDM {args.mdm}{note}{cached}\n")
     print(markdown_table(results))
     levels = np.unique(task.difficulty(batch))
     if run.by_difficulty and len(levels) > 1:
@@ -168,6 +169,14 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, help="evaluate only the first N items")
     p.add_argument("--batch-size", type=int, help="default: 64, or 8 for text tasks")
     p.add_argument("--k", type=int, default=1, help="positions revealed per step")
+    p.add_argument(
+        "--cache",
+        choices=("none", "prefix", "dual"),
+        default="none",
+        help="block-wise key/value caching (Fast-dLLM; docs/cache.md): the MDM runs whole once "
+        "per block and inside it only on the block (dual) or the block and what follows "
+        "(prefix); faster, approximate. LLaDA, Dream and upo's own MDMs. Default none: exact",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
