@@ -30,6 +30,7 @@ except ImportError:
     ) from None
 
 from .api import generate, load_mdm, load_policy
+from .cache import check_cacheable
 from .errors import UpoError
 
 NAME = "upo"
@@ -44,6 +45,7 @@ ARGS = {
     "steps": ((int, type(None)), None),  # LLaDA's steps: gen_length / steps positions per step
     "k": ((int, type(None)), None),  # or k positions per step (default 1)
     "threshold": ((float, int, type(None)), None),  # or Fast-dLLM's threshold rule
+    "cache": ((str,), "none"),  # block-wise key/value caching: none, prefix, dual
     "token_temperature": ((float, int), 0.0),
     "batch_size": ((int, str), 8),
     "dtype": ((str,), "auto"),
@@ -126,6 +128,7 @@ class UpoLM(LM):
         )
         if self.mdm.tokenizer is None:
             raise UpoError(f"{args['pretrained']}: lm-eval needs an MDM with a tokenizer")
+        check_cacheable(self.mdm, args["cache"])
         self.policy = load_policy(args["policy"], self.mdm)
         self.args = args
         self._device = self.mdm.device
@@ -192,6 +195,7 @@ class UpoLM(LM):
                 batch_size=a["batch_size"],
                 seed=a["seed"],
                 progress=bar.update,
+                cache=a["cache"],
             )
         texts = [""] * len(ids)
         for slot, index in enumerate(order):
