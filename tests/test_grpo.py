@@ -635,7 +635,7 @@ def test_old_configs_record_the_settings_they_always_did(tmp_path):
     path.write_text(yaml.safe_dump({"init": "random", "inner_steps": 3}))
     cfg = load_config(UPOConfig, path)
     # added since, left out at their defaults
-    later = ("max_steps", "nfe_cost", "objective", *LOSS_OPTION_DEFAULTS)
+    later = ("max_steps", "nfe_cost", "objective", "rollout_cache", *LOSS_OPTION_DEFAULTS)
     legacy = {k: v for k, v in to_dict(cfg).items() if k not in later}
     assert cfg.run_config() == {**legacy, "steps": 100}
     new = make_cfg(max_steps=30)

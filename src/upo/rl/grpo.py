@@ -321,6 +321,7 @@ def rollout(s: Setting, cfg: UPOConfig, round_: int) -> tuple[Batch, Trajectory,
         block_size=s.task.block_length,
         certain_above=s.net.cfg.certain_above,
         sets=s.net.chooses_sets,
+        cache=cfg.rollout_cache,
     )
     if s.net.cfg.certain_above is not None:
         # gated near-certain cells are not decisions: keep only the states that are

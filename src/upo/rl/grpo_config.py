@@ -91,8 +91,16 @@ class UPOConfig:
     # Where rollout features are cached for the mu update steps: "device" (the MDM's, fastest)
     # or "cpu" (frees accelerator memory; each chunk is copied over when the update uses it).
     feature_cache: str = "device"
+    # Rollouts through the block-wise key/value cache (docs/cache.md): "none" (exact), "prefix"
+    # or "dual" (faster, approximate; the policy learns from the features it saw). Validation
+    # and the max-confidence baseline decode without it.
+    rollout_cache: str = "none"
 
     def validate(self) -> None:
+        if self.rollout_cache not in ("none", "prefix", "dual"):
+            raise ValueError(
+                f"rollout_cache must be 'none', 'prefix' or 'dual', got {self.rollout_cache!r}"
+            )
         if self.feature_cache not in ("device", "cpu"):
             raise ValueError(f"feature_cache must be 'device' or 'cpu', got {self.feature_cache!r}")
         if self.init not in ("pretrained", "random"):
@@ -195,6 +203,8 @@ class UPOConfig:
             del out["nfe_cost"]
         if self.objective == "upo":  # the objective came later
             del out["objective"]
+        if self.rollout_cache == "none":  # so did the cache
+            del out["rollout_cache"]
         # the loss options came later: left out at upo's defaults, so older runs still resume
         for name, default in LOSS_OPTION_DEFAULTS.items():
             if out[name] == default:

@@ -109,9 +109,11 @@ def collect(
     block_size: int | None = None,
     certain_above: float | None = None,
     sets: bool = False,
+    cache: str = "none",
 ) -> tuple[Trajectory, States]:
     """Decode `tokens` with `sampler` (one position per step, or a set with `sets`) and record
-    every visited state with what the reference would have chosen there."""
+    every visited state with what the reference would have chosen there. `cache`: block-wise
+    key/value caching (upo/cache.py); the states keep the features the sampler saw."""
     parts: dict[str, list] = {
         k: []
         for k in (
@@ -166,6 +168,7 @@ def collect(
         block_size=block_size,
         generator=generator,
         on_step=record,
+        cache=cache,
     )
     inputs = PolicyInputs.cat(parts.pop("inputs"))
     cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
