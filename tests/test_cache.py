@@ -5,6 +5,9 @@ every policy family decodes with a cache, and what cannot be cached is refused i
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,6 +21,7 @@ from upo.models.hf import HFDenoiser
 from upo.policies.learned import LearnedPolicy, PolicyConfig, PolicyNet
 from upo.policies.rules import make_rule
 
+ADDITION_TEST = str(Path(__file__).resolve().parents[1] / "data" / "addition-test.jsonl")
 PROMPTS = ["what is 2+2?", "hi", "count: 1 2 3 4 5 6 7 8 9", "solve x"]
 KINDS = ("llada", "dream")
 
@@ -346,3 +350,102 @@ def test_cli_refuses_an_unknown_cache_mode(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--task", "sudoku4", "--mdm", "x", "--data", "y", "--cache", "full"])
     assert "invalid choice: 'full'" in capsys.readouterr().err
+
+
+# -- the cache through upo eval, lm-eval and GRPO rollouts ---------------------------------------
+
+
+def test_upo_eval_decodes_with_the_cache_and_records_it(tmp_path):
+    from upo.cli import main
+
+    records = {}
+    argv = ["eval", "--task", "addition", "--mdm", "addition-mdm", "--data", ADDITION_TEST]
+    argv += ["--policies", "confidence,addition-policy", "--n", "48"]
+    for cache in ("none", "dual"):
+        out = tmp_path / f"{cache}.json"
+        assert main([*argv, "--cache", cache, "--json", str(out)]) == 0
+        records[cache] = json.loads(out.read_text())
+    # none writes the record it always did; a cache is recorded beside k
+    assert "cache" not in records["none"] and records["dual"]["cache"] == "dual"
+    for plain, cached in zip(records["none"]["results"], records["dual"]["results"]):
+        assert cached["policy"] == plain["policy"] and cached["nfe"] == plain["nfe"]
+        # the trained addition MDM: the same answers (benchmarks/cache.md, 256 items)
+        assert cached["solve_rate"] == plain["solve_rate"]
+
+
+def test_upo_eval_refuses_what_it_cannot_cache_in_one_line(capsys):
+    from upo.cli import main
+    from upo.evaluation import EvalSettings, evaluate
+
+    settings = EvalSettings("addition", "addition-mdm", ADDITION_TEST, "confidence", n=4)
+    settings.cache = "full"
+    with pytest.raises(UpoError, match="cache must be one of none, prefix, dual"):
+        evaluate(settings)
+    argv = ["eval", "--task", "addition", "--mdm", "addition-mdm", "--data"]
+    with pytest.raises(SystemExit):
+        main([*argv, ADDITION_TEST, "--n", "4", "--cache", "full"])
+    assert "invalid choice: 'full'" in capsys.readouterr().err
+
+
+def test_lm_eval_model_decodes_through_the_cache(dirs):
+    pytest.importorskip("lm_eval", reason="lm-eval is in the dev extras; this environment lacks it")
+    from types import SimpleNamespace
+
+    from upo.lmeval import UpoLM, parse_args
+
+    assert parse_args({"pretrained": "x"})["cache"] == "none"
+    path = str(dirs["sharp"]["llada"])
+    settings = dict(dtype="float32", device="cpu", gen_length=16, block_length=8, policy="margin")
+    lm = UpoLM(pretrained=path, trust_remote_code=True, cache="dual", **settings)
+    answers = lm.generate_until([SimpleNamespace(args=(q, {})) for q in PROMPTS], True)
+    for question, answer in zip(PROMPTS, answers):
+        ids = lm.mdm.tokenizer(question)["input_ids"]
+        alone = upo.generate(lm.mdm, [ids], "margin", gen_length=16, block_length=8, cache="dual")
+        assert answer == alone.texts[0]
+    with pytest.raises(UpoError, match="cache must be one of"):
+        UpoLM(pretrained=path, trust_remote_code=True, cache="full", **settings)
+
+
+def test_grpo_rollouts_use_the_cache_when_the_config_asks(tmp_path, monkeypatch):
+    import yaml
+
+    from upo.cache import BlockCache
+    from upo.config import load_config
+    from upo.rl.grpo import train_upo
+    from upo.rl.grpo_config import UPOConfig
+    from upo.tasks.registry import get_task
+
+    with pytest.raises(ValueError, match="rollout_cache"):
+        UPOConfig(rollout_cache="full").validate()
+    assert "rollout_cache" not in UPOConfig().run_config()  # earlier runs still resume
+    task = get_task("addition")
+    train = tmp_path / "train.jsonl"
+    task.write(train, task.generate(16, (1, 4), seed=5))
+    config = {
+        "task": "addition",
+        "mdm": "addition-mdm",
+        "train_data": str(train),
+        "val_data": None,
+        "policy": {"width": 16, "n_heads": 2, "mlp_hidden": 16},
+        "init": "random",
+        "reference": "confidence",
+        "beta": 0.01,
+        "steps": 1,
+        "prompts_per_step": 4,
+        "group_size": 2,
+        "inner_steps": 1,
+        "threads": 1,
+        "warmup_steps": 1,
+        "rollout_cache": "dual",
+    }
+    path = tmp_path / "upo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    modes = []
+    start = BlockCache.start.__func__
+    monkeypatch.setattr(
+        BlockCache, "start", classmethod(lambda cls, *a: modes.append(a[1]) or start(cls, *a))
+    )
+    train_upo(load_config(UPOConfig, path), tmp_path / "policy")
+    assert modes == ["dual"]  # one rollout round, one decode
+    saved = json.loads((tmp_path / "policy" / "config.json").read_text())
+    assert saved["train"]["rollout_cache"] == "dual"
