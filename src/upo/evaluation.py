@@ -55,7 +55,6 @@ class EvalSettings:
     n: int | None = None
     batch_size: int | None = None  # None: 64, or 8 for text tasks
     k: int = 1
-    cache: str = "none"  # block-wise key/value caching: none, prefix, dual (docs/cache.md)
     seed: int = 0
     threads: int | None = None
     dtype: str | None = None
@@ -76,6 +75,9 @@ class EvalSettings:
     show: int = 0
     confidence: str | None = None
     allow_unpadded_batching: bool = False
+    # Every task: block-wise key/value caching, none, prefix or dual (docs/cache.md). Last, so
+    # that the positions of the fields above stay as they were.
+    cache: str = "none"
 
 
 # The settings only text tasks on a Hugging Face MDM take.
