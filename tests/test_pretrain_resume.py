@@ -27,6 +27,7 @@ from test_reliability import (
 )
 from upo.config import from_dict
 from upo.errors import UpoError
+from upo.io_utils import recover_dir
 from upo.rl.pretrain import VISITED, PretrainConfig, pretrain_policy
 
 # A stochastic visitor, so that a resumed visit is right only if the generator state is restored;
@@ -168,6 +169,9 @@ def test_sigkill_and_cli_resume(tmp_path, files, uninterrupted):
     config_path = write_yaml(tmp_path / "pre.yaml", data)
     run = tmp_path / "run"
     start_and_kill(["policy", "pretrain", "--config", config_path, "--out", run], run, tmp_path)
+    # A kill inside a checkpoint's publication leaves a sealed temporary beside the run that the
+    # resume moves in first (io_utils.recover_dir): read the epoch the resume will see.
+    recover_dir(run)
     epoch = json.loads((run / "train_state.json").read_text())["epoch"]
     assert 0 < epoch < 40
     resumed = run_cli(
