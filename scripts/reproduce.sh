@@ -8,7 +8,8 @@ stamp=$(date +%Y%m%d-%H%M%S)
 mkdir -p runs
 for d in checkpoints/sudoku9-mdm checkpoints/sudoku4-mdm checkpoints/sudoku9-policy-pretrained checkpoints/sudoku9-policy \
   checkpoints/addition-mdm checkpoints/addition-policy checkpoints/addition-policy-seed1 checkpoints/zebra-mdm \
-  checkpoints/zebra-policy checkpoints/zebra-policy-seed1; do
+  checkpoints/zebra-policy checkpoints/zebra-policy-seed1 checkpoints/sums-mdm checkpoints/sums-policy \
+  checkpoints/sums-policy-seed0; do
   [ -d "$d" ] && mv "$d" "runs/replaced-$stamp-$(basename "$d")"
 done
 $UPO mdm train --config configs/mdm-sudoku9.yaml --out checkpoints/sudoku9-mdm
@@ -32,3 +33,8 @@ $UPO policy train --config configs/upo-addition.yaml --out checkpoints/addition-
 $UPO policy train --config configs/upo-zebra4.yaml --out checkpoints/zebra-policy --seed 0 --threads 1
 $UPO policy train --config configs/upo-zebra4.yaml --out checkpoints/zebra-policy-seed1 --seed 1 --threads 1
 bash scripts/tasks_results.sh all
+# The sums task, where the learned order wins (checkpoints/headline.yaml): MDM, 2 seeds, tables.
+$UPO mdm train --config configs/mdm-sums.yaml --out checkpoints/sums-mdm --threads 1
+$UPO policy train --config configs/upo-sums.yaml --out checkpoints/sums-policy --seed 1 --threads 1
+$UPO policy train --config configs/upo-sums.yaml --out checkpoints/sums-policy-seed0 --seed 0 --threads 1
+bash scripts/sums_results.sh
