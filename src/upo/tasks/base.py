@@ -11,10 +11,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from .records import require_file
+from .records import distinct, require_file
 
 if TYPE_CHECKING:
     from ..models.denoiser import Denoiser
+
+
+def positions_from(seq_len: int, start: int) -> np.ndarray:
+    """[seq_len] bool, True from `start` on: the answer positions of a layout whose answer
+    follows its prompt (addition, sums, Zebra)."""
+    where = np.zeros(seq_len, dtype=bool)
+    where[start:] = True
+    return where
 
 
 @dataclass
@@ -230,6 +238,27 @@ class SpecTask:
     def check_file(self, source, skip_invalid: bool = False, progress=None) -> FileCheck:
         batch, errors = self.check(source, skip_invalid=skip_invalid, progress=progress)
         return FileCheck(self.name, self.noun, len(batch), self.describe(batch), errors)
+
+    def draw_distinct(
+        self,
+        draw,
+        n: int,
+        difficulty: tuple[int, int],
+        seed: int,
+        exclude,
+        progress,
+        max_attempts: int,
+        noun: str,
+    ) -> list:
+        """n distinct items from `draw(rng) -> (key, item)` (keys not in `exclude`), after checking
+        that `difficulty` is a range within 1..max_difficulty; `noun` names the items in the
+        message when too few distinct ones exist (addition, sums)."""
+        lo, hi = difficulty
+        if not 1 <= lo <= hi <= self.max_difficulty:
+            raise ValueError(f"{self.difficulty_name} {lo}-{hi} outside 1-{self.max_difficulty}")
+        rng = np.random.default_rng(seed)
+        what = f"{noun} with {lo}-{hi} {self.difficulty_name}"
+        return list(distinct(lambda: draw(rng), n, exclude, max_attempts, what, progress))
 
     def describe(self, batch: Batch) -> str:
         n = self.difficulty(batch)

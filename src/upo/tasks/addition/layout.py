@@ -19,6 +19,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ..base import positions_from
+
 PLUS, EQUALS, MASK = 10, 11, 12
 VOCAB_SIZE = 13
 
@@ -54,9 +56,7 @@ class AdditionSpec:
     @cached_property
     def answer_positions(self) -> np.ndarray:
         """[L] bool: the D + 1 answer digits."""
-        where = np.zeros(self.seq_len, dtype=bool)
-        where[self.answer_start :] = True
-        return where
+        return positions_from(self.seq_len, self.answer_start)
 
     @cached_property
     def place(self) -> list[int]:

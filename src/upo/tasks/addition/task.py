@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..base import Batch, SpecTask
-from ..records import distinct, parse_lines
+from ..records import parse_lines
 from .generate import AdditionStream, assemble, digit_string, draw_item
 from .io import parse_line, write_jsonl
 from .layout import (
@@ -74,20 +74,10 @@ class AdditionTask(SpecTask):
         max_attempts: int = 5000,
     ) -> Batch:
         """n distinct items with lo..hi digits, none of whose 'a+b' is in `exclude`."""
-        lo, hi = difficulty
-        if not 1 <= lo <= hi <= self.spec.digits:
-            raise ValueError(f"digits {lo}-{hi} outside 1-{self.spec.digits}")
-        rng = np.random.default_rng(seed)
-        items = list(
-            distinct(
-                lambda: draw_item(self.spec, difficulty, rng),
-                n,
-                exclude,
-                max_attempts,
-                f"additions with {lo}-{hi} digits",
-                progress,
-            )
-        )
+        items = self.draw_distinct(
+            lambda rng: draw_item(self.spec, difficulty, rng),
+            n, difficulty, seed, exclude, progress, max_attempts, "additions",
+        )  # fmt: skip
         return self.batch_from_digits(
             np.stack([a for a, _ in items]), np.stack([b for _, b in items])
         )

@@ -30,6 +30,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ..base import positions_from
+
 PLUS, EQUALS, COMMA, END, MASK = 10, 11, 12, 13, 14
 VOCAB_SIZE = 15
 
@@ -77,9 +79,7 @@ class SumsSpec:
 
     @cached_property
     def answer_positions(self) -> np.ndarray:
-        where = np.zeros(self.seq_len, dtype=bool)
-        where[self.answer_start :] = True
-        return where
+        return positions_from(self.seq_len, self.answer_start)
 
     @cached_property
     def place(self) -> list[int]:

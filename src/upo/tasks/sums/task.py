@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..base import Batch, SpecTask
-from ..records import distinct, parse_lines
+from ..records import parse_lines
 from .data import SumsStream, draw_item, key_of, parse_line, write_jsonl
 from .layout import (
     SumsSpec,
@@ -76,20 +76,10 @@ class SumsTask(SpecTask):
         max_attempts: int = 5000,
     ) -> Batch:
         """n distinct items whose longest number has lo..hi digits, none in `exclude`."""
-        lo, hi = difficulty
-        if not 1 <= lo <= hi <= self.spec.digits:
-            raise ValueError(f"digits {lo}-{hi} outside 1-{self.spec.digits}")
-        rng = np.random.default_rng(seed)
-        items = list(
-            distinct(
-                lambda: draw_item(self.spec, difficulty, rng),
-                n,
-                exclude,
-                max_attempts,
-                f"sums with {lo}-{hi} digits",
-                progress,
-            )
-        )
+        items = self.draw_distinct(
+            lambda rng: draw_item(self.spec, difficulty, rng),
+            n, difficulty, seed, exclude, progress, max_attempts, "sums",
+        )  # fmt: skip
         return self.batch_from_numbers(np.stack(items))
 
     def check(self, path, skip_invalid: bool = False, progress=None) -> tuple[Batch, list[str]]:

@@ -239,15 +239,20 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
         rows, meta = [], []
         for it in items:
             ids, n_answer = self._encode(it, it["puzzle"], mask, eot)
-            n_masks = sum(t == self.mask_id for t in ids)
-            if n_masks != it["puzzle"].count("0"):
-                raise UpoError(
-                    f"{self.name}: the prompt of puzzle {it['puzzle']} holds {n_masks} mask tokens "
-                    f"for {it['puzzle'].count('0')} blanks (does the prompt contain the mask token?)"
-                )
+            self._check_masks(ids, it["puzzle"])
             rows.append(ids)
             meta.append({**it, "answer_tokens": n_answer})
         return self._padded(rows, meta)
+
+    def _check_masks(self, ids: list[int], puzzle: str) -> None:
+        """A prompt must hold one mask token per blank: one more (the prompt's own text
+        tokenized to the mask token) would be filled as if it were a cell."""
+        n_masks = sum(t == self.mask_id for t in ids)
+        if n_masks != puzzle.count("0"):
+            raise UpoError(
+                f"{self.name}: the prompt of puzzle {puzzle} holds {n_masks} mask tokens "
+                f"for {puzzle.count('0')} blanks (does the prompt contain the mask token?)"
+            )
 
     def _encode(self, item: dict, shown: str, mask: str, eot: str) -> tuple[list[int], int]:
         """Token ids of prompt + template with `shown` in the template's cells (0 = mask), and
@@ -305,12 +310,7 @@ class Sudoku4Paper(Sudoku4Records, TextTask):
         rows = []
         for it in items:
             ids = list(self.tokenizer(self.script_text(it))["input_ids"])
-            n_masks = sum(t == self.mask_id for t in ids)
-            if n_masks != it["puzzle"].count("0"):
-                raise UpoError(
-                    f"{self.name}: the prompt of puzzle {it['puzzle']} holds {n_masks} mask tokens "
-                    f"for {it['puzzle'].count('0')} blanks (does the prompt contain the mask token?)"
-                )
+            self._check_masks(ids, it["puzzle"])
             rows.append(ids)
         longest = max(len(r) for r in rows)
         pad = pad_id(self.tokenizer)

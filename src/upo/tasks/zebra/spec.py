@@ -22,6 +22,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ..base import positions_from
+
 KINDS = ("same", "left", "next", "at", "not_at")
 SAME, LEFT, NEXT, AT, NOT_AT = range(5)
 FIELDS = 5  # tokens per clue
@@ -80,9 +82,7 @@ class ZebraSpec:
 
     @cached_property
     def answer_positions(self) -> np.ndarray:
-        where = np.zeros(self.seq_len, dtype=bool)
-        where[self.answer_start :] = True
-        return where
+        return positions_from(self.seq_len, self.answer_start)
 
     @cached_property
     def position_groups(self) -> list[list[int]]:
