@@ -135,6 +135,26 @@ def test_block_starts_as_the_mdms_and_does_not_share_its_tensors(kind, hf_mdms):
         assert copied[name].requires_grad and not p.requires_grad
 
 
+@pytest.mark.parametrize("kind", ["llada", "dream"])
+def test_adapter_last_layer_is_the_block_its_features_enter(kind, hf_mdms):
+    """HFDenoiser.last_layer(): the MDM's last block by its documented name, and the module
+    whose input is the features forward() returns."""
+    mdm = mdm_of(kind, hf_mdms)
+    block, _ = last_block_and_norm(kind, mdm)
+    assert mdm.last_layer() is block
+    seen = []
+    hook = mdm.last_layer().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]),
+        with_kwargs=True,
+    )
+    try:
+        state = state_of(mdm)
+    finally:
+        hook.remove()
+    assert len(seen) == 1
+    assert torch.equal(seen[0], state.features)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradient_only_in_the_head(kind, hf_mdms):
     mdm = mdm_of(kind, hf_mdms)

@@ -205,9 +205,7 @@ class HFDenoiser:
         n_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
         self._n_layers = n_layers
         self._captured: torch.Tensor | None = None
-        self._hook = find_last_layer(model, n_layers).register_forward_pre_hook(
-            self._capture, with_kwargs=True
-        )
+        self._hook = self.last_layer().register_forward_pre_hook(self._capture, with_kwargs=True)
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
         self.eos_ids = [i for i in self._eos_ids(model, tokenizer) if i != self.mask_id]
@@ -231,6 +229,11 @@ class HFDenoiser:
         self.allow_unpadded_batching = bool(allow_unpadded_batching)
         self.padding_exact = True
         self.padding_gap = 0.0
+
+    def last_layer(self) -> nn.Module:
+        """The model's last layer: the module whose input is the features forward() returns
+        (the hidden states entering it, captured by a forward pre-hook on it)."""
+        return find_last_layer(self.model, self._n_layers)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -101,7 +101,7 @@ def count_parameters(module: nn.Module) -> int:
 def mdm_parts(mdm) -> tuple[str, nn.Module, nn.Module, nn.Module | None]:
     """(kind, last block, final norm, rotary module or None) of a Denoiser, or UpoError saying
     which MDMs have them."""
-    from .hf import HFDenoiser, find_last_layer
+    from .hf import HFDenoiser
     from .tiny import TinyMDM
 
     if isinstance(mdm, TinyMDM):
@@ -116,7 +116,7 @@ def mdm_parts(mdm) -> tuple[str, nn.Module, nn.Module, nn.Module | None]:
                     f"{mdm.name}: policy.arch mdm-block: no final norm (transformer.ln_f) or "
                     "grouped blocks in this LLaDA"
                 )
-            return "llada", find_last_layer(model, mdm._n_layers), norm, None
+            return "llada", mdm.last_layer(), norm, None
         if mdm.convention == "dream":
             base = getattr(model, "model", None)
             norm, rotary = getattr(base, "norm", None), getattr(base, "rotary_emb", None)
@@ -125,7 +125,7 @@ def mdm_parts(mdm) -> tuple[str, nn.Module, nn.Module, nn.Module | None]:
                     f"{mdm.name}: policy.arch mdm-block: no final norm or rotary embedding "
                     "(model.norm, model.rotary_emb) in this Dream"
                 )
-            return "dream", find_last_layer(model, mdm._n_layers), norm, rotary
+            return "dream", mdm.last_layer(), norm, rotary
     name = getattr(mdm, "name", type(mdm).__name__)
     raise UpoError(
         f"{name}: policy.arch mdm-block copies the MDM's last block, which upo can call for "
