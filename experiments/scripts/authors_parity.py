@@ -351,6 +351,53 @@ def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dic
     }
 
 
+def compare_eval_decode(s, model, pairs, data: str, n_prompts: int) -> dict:
+    """The authors' evaluation script's decoder (eval/generate_sudoku.py `generate`, batch 1, no
+    attention mask) against upo's under task sudoku4-paper-eval (their tuple prompt and sample),
+    with max-confidence ("low_confidence") and with the head ("extra_head", extra_temperature 0):
+    token for token."""
+    import generate_sudoku
+
+    from upo.decode import unmask
+    from upo.tasks.registry import get_task
+
+    options = {"instructions": s.task.instructions}
+    task = get_task("sudoku4-paper-eval", options).bind(s.mdm)
+    items = task.load(data)
+    load_head(pairs, [p.detach().clone() for n, p in s.net.named_parameters() if n != "skip"])
+    hook = model.model.extra_head.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: (
+            (args[0].to(torch.bfloat16).float(), *args[1:]) if args else args,
+            {**kwargs, "x": kwargs["x"].to(torch.bfloat16).float()} if "x" in kwargs else kwargs,
+        ),
+        with_kwargs=True,
+    )
+    policies = {
+        "low_confidence": make_rule("confidence"),
+        "extra_head": LearnedPolicy(s.net, s.mdm.mask_id, temperature=1.0, greedy=True),
+    }
+    same = dict.fromkeys(policies, 0)
+    try:
+        for i in range(n_prompts):
+            tokens = torch.from_numpy(items.select([i]).trimmed().tokens)
+            for remasking, policy in policies.items():
+                ours = unmask(s.mdm, tokens, policy, k=1, block_size=task.block_length)
+                with torch.no_grad():
+                    theirs = generate_sudoku.generate(
+                        model,
+                        None,
+                        tokens.clone(),
+                        None,
+                        remasking=remasking,
+                        mask_id=s.mdm.mask_id,
+                        extra_temperature=0.0,
+                    )
+                same[remasking] += int(torch.equal(ours.tokens.cpu(), theirs))
+    finally:
+        hook.remove()
+    return {"puzzles": n_prompts, "data": data, "identical_tokens": same}
+
+
 def compare_features(s, model, n_prompts: int) -> dict:
     """upo's top-8 probabilities (mask token excluded from the softmax) against the authors'
     (softmax over the whole vocabulary, mask column dropped), on each puzzle's first state."""
@@ -493,6 +540,11 @@ def main() -> None:
     print(json.dumps(report["features"]), flush=True)
     report["decode"] = compare_decode(s, t, model, pairs, args.decode_puzzles, args.block_length)
     print(json.dumps(report["decode"]), flush=True)
+    eval_data = str(Path(args.toy_dir) / "data" / "train.jsonl")
+    report["eval_script_decode"] = compare_eval_decode(
+        s, model, pairs, eval_data, args.decode_puzzles
+    )
+    print(json.dumps(report["eval_script_decode"]), flush=True)
     report["summary"] = summary(report["cases"])
     print(json.dumps(report["summary"]), flush=True)
     if args.out:

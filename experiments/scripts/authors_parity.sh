@@ -34,8 +34,8 @@ else
   echo "authors_parity.sh: $AUTHORS holds no commit $COMMIT of chunsanHong/UPO" >&2
   exit 2
 fi
-for f in upo_trainer.py modeling_llada.py configuration_llada.py; do
-  "${GIT[@]}" show "$COMMIT:$f" > "$WORK/src/$f"
+for f in upo_trainer.py modeling_llada.py configuration_llada.py eval/generate_sudoku.py; do
+  "${GIT[@]}" show "$COMMIT:$f" > "$WORK/src/$(basename "$f")"
 done
 if [ ! -d "$WORK/deps/site/trl" ]; then
   "$PY" -m pip install -q --no-deps --target "$WORK/deps/site" trl==0.17.0 rich markdown-it-py mdurl pygments
