@@ -449,3 +449,11 @@ def test_grpo_rollouts_use_the_cache_when_the_config_asks(tmp_path, monkeypatch)
     assert modes == ["dual"]  # one rollout round, one decode
     saved = json.loads((tmp_path / "policy" / "config.json").read_text())
     assert saved["train"]["rollout_cache"] == "dual"
+
+    # a model that cannot be cached is refused while the run is set up, before OUT exists
+    from upo.models.tiny import TinyMDM
+
+    monkeypatch.setattr(TinyMDM, "cache_refusal", lambda self: "no cached forward here")
+    with pytest.raises(UpoError, match="cache dual: no cached forward here"):
+        train_upo(load_config(UPOConfig, path), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

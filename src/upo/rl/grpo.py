@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..cache import check_cacheable
 from ..checkpoint import load_weights
 from ..config import from_dict, to_dict
 from ..decode import Trajectory
@@ -263,6 +264,7 @@ def load_setting(cfg: UPOConfig) -> Setting:
         options["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     check_mdm_task(cfg.mdm, cfg.task)
     mdm = load_mdm(cfg.mdm, options=options or None)
+    check_cacheable(mdm, cfg.rollout_cache)  # here, not at the first rollout: before OUT is touched
     task = get_task(cfg.task, cfg.task_options or None).bind(mdm)
     ref = make_reference(cfg.reference, mdm)
     objective = make_objective(cfg, ref)
