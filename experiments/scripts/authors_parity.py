@@ -11,11 +11,15 @@ authors_parity.sh), calls its functions on tensors upo recorded, and compares th
    authors' own head (`LLaDAModelLM(..., head_num_hidden_channels=3).model.extra_head`), and at
    every inner optimiser step both losses and every parameter's gradient are compared, with the
    weights taken from upo after its previous step (AdamW moves them, so later steps have ratios
-   away from 1 and some clipped).
-2. decode: the authors' `generate_sudoku` (remasking "extra_head", temperature 0, their full model
-   with the MDM's weights and the same head) against upo's greedy decode with the same head, token
-   for token and order for order. upo caches the MDM's features in bf16 for its head; a forward
-   pre-hook rounds the authors' head input the same way (their GPU runs are bf16 throughout).
+   away from 1 and some clipped). The paper's three realisations: CE to max-confidence, KL to the
+   softmax reference (`softmax-vocab:0.05`), and Top-K (their "extra_bim": the head chooses among
+   the 5 most confident blanks, KL to the uniform `topk-random:5`).
+2. decode: the authors' `generate_sudoku` (remasking "extra_head" and "extra_bim", temperature 0,
+   their full model with the MDM's weights and the same head) against upo's greedy decode with the
+   same head, token for token and order for order; and their evaluation script's decoder against
+   upo's `sudoku4-paper-eval`, with max-confidence and with the head. upo caches the MDM's
+   features in bf16 for its head; a forward pre-hook rounds the authors' head input the same way
+   (their GPU runs are bf16 throughout).
 3. the head's inputs: upo's top-8 probabilities against the authors' (`preprocess_input_extra`).
 
 The authors' trainer needs trl, torchvision's MLP and wandb at import; authors_parity.sh installs
@@ -124,14 +128,17 @@ def load_head(pairs, weights: list[torch.Tensor]) -> None:
             ap.copy_(w)
 
 
-def fake_trainer(upo_trainer, cfg: UPOConfig, inner_steps: int, divergence: str):
+def fake_trainer(
+    upo_trainer, cfg: UPOConfig, inner_steps: int, divergence: str, remasking: str = "extra_head"
+):
     """A UPOTrainer without Trainer.__init__: the attributes compute_loss and generate_sudoku read,
-    set to the recipe's values."""
+    set to the recipe's values. remasking "extra_bim" is their Top-K realisation (the head
+    chooses among the 5 most confident blanks)."""
     t = upo_trainer.UPOTrainer.__new__(upo_trainer.UPOTrainer)
     t.args = SimpleNamespace(
         num_iterations=inner_steps,
         divergence=divergence,
-        remasking="extra_head",
+        remasking=remasking,
         dataset="sudoku",
         fp16=False,
         extra_temperature=0.05,
@@ -221,11 +228,26 @@ def authors_inputs(s, batch, states, adv, inner_steps: int, group: slice, ref_tr
         "topk_and_mask": grouped(topk_and_mask),
         "trajectory": grouped(states.action[:, None]),
         "trajectory_mask": grouped(inp.allowed.long()),
-        "trajectory_topk": torch.zeros(1, len(items), n_steps, 1, dtype=torch.long),
+        "trajectory_topk": (
+            grouped(topk_indices(inp.allowed))
+            if s.ref.restrict_topk  # read by their Top-K realisation only
+            else torch.zeros(1, len(items), n_steps, 1, dtype=torch.long)
+        ),
         "sel_places": torch.arange(n_steps).repeat(inner_steps, 1),
         "advantages": adv[items],
         "log_ref_probs": ref_traj[items],
     }
+
+
+def topk_indices(allowed: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """[N, k] the allowed positions of each state, padded with 0 as the authors pad their top-K
+    indices when fewer than K blanks are left (their loss then clears position 0)."""
+    out = torch.zeros(len(allowed), k, dtype=torch.long)
+    for n, row in enumerate(allowed):
+        where = torch.nonzero(row).squeeze(1)
+        assert len(where) <= k, "a Top-K reference allows at most K positions"
+        out[n, : len(where)] = where
+    return out
 
 
 def authors_old_logps(t, model, x) -> None:
@@ -289,9 +311,10 @@ def compare_loss_and_grads(t, model, pairs, rec, groups: list[dict]) -> list[dic
 def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dict:
     """Greedy decode with the head: upo's rollout recorder (`collect`, the decode GRPO runs)
     against the authors' generate_sudoku, one puzzle at a time (their rollouts batch one puzzle's
-    samples, without attention mask). Also the log-probability of the decoded order under the
-    paper's softmax reference at tau 0.05, summed over the steps: upo's `softmax-vocab:0.05`
-    against the authors' log_ref_probs (which they accumulate in bf16)."""
+    samples, without attention mask), with their remasking `t.args.remasking`: "extra_head" (the
+    head over every blank) or "extra_bim" (over the 5 most confident). Also the log-probability of
+    the decoded order under the reference, summed over the steps: upo's (`softmax-vocab:0.05`, or
+    the uniform `topk-random:5`) against the authors' log_ref_probs (accumulated in bf16)."""
     weights = [p.detach().clone() for n, p in s.net.named_parameters() if n != "skip"]
     load_head(pairs, weights)
     head_in = model.model.extra_head.transformer
@@ -304,7 +327,11 @@ def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dic
         with_kwargs=True,
     )
     policy = LearnedPolicy(s.net, s.mdm.mask_id, temperature=1.0, greedy=True)
-    reference = make_rule(f"softmax-vocab:{t.args.extra_temperature:g}")
+    remasking = t.args.remasking
+    if remasking == "extra_head":
+        reference = make_rule(f"softmax-vocab:{t.args.extra_temperature:g}")
+    else:  # extra_bim: their Top-K realisation, a uniform reference over the top 5
+        reference = s.ref.policy
     same_tokens, same_order, window_ok, ref_upo = 0, 0, 0, []
     ref_diff, ref_diff_bf16 = 0.0, 0.0
     try:
@@ -312,16 +339,22 @@ def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dic
             item = s.train.select([i]).trimmed()
             tokens = torch.from_numpy(item.tokens)
             ours, states = collect(
-                s.mdm, tokens, policy, reference, None, block_size=s.task.block_length
+                s.mdm,
+                tokens,
+                policy,
+                reference,
+                s.ref.restrict_topk,
+                block_size=s.task.block_length,
             )
             with torch.no_grad():
                 x, _, trajectory, *_, log_ref = t.generate_sudoku(
                     model,
                     tokens.clone(),
                     block_length=block_length,
-                    remasking="extra_head",
+                    remasking=remasking,
                     mask_id=s.mdm.mask_id,
                     temperature=0.0,
+                    extra_bim_size=5,
                 )
             blanks = torch.nonzero(tokens[0] == s.mdm.mask_id).squeeze(1)
             window_ok += int(blanks.min() >= tokens.shape[1] - block_length)
@@ -340,13 +373,15 @@ def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dic
     finally:
         hook.remove()
     return {
+        "remasking": remasking,
+        "reference": reference.name,
         "puzzles": n_prompts,
         "identical_tokens": same_tokens,
         "identical_order": same_order,
         "blanks_inside_the_last_block_length_tokens": window_ok,
         "block_length": block_length,
-        "softmax_vocab_trajectory_logp_mean_upo": sum(ref_upo) / len(ref_upo),
-        "softmax_vocab_trajectory_logp_max_abs_diff": ref_diff,
+        "reference_trajectory_logp_mean_upo": sum(ref_upo) / len(ref_upo),
+        "reference_trajectory_logp_max_abs_diff": ref_diff,
         "same_with_upo_summed_in_bf16_max_abs_diff": ref_diff_bf16,
     }
 
@@ -483,9 +518,11 @@ def main() -> None:
         ("CE", "confidence", 1.0, args.lr),
         ("KL", "softmax-vocab:0.05", 1.0, args.lr),
         ("CE", "confidence", 1.0, 30 * args.lr),
+        ("KL", "topk-random:5", 1.0, args.lr),
         ("CE", "confidence", None, args.lr),
     ]
     for divergence, reference, logprob_t, lr in cases:
+        remasking = "extra_bim" if reference.startswith("topk") else "extra_head"
         for round_ in range(args.rounds):
             overrides = {
                 "reference": reference,
@@ -503,7 +540,7 @@ def main() -> None:
             cfg = recipe(args.config, args.toy_dir, overrides)
             s, batch, states, adv, rewards, rec, _ = upo_round(cfg, round_, args.inner_steps, lr)
             pairs = parameter_pairs(s.net, model.model.extra_head)
-            t = fake_trainer(upo_trainer, cfg, args.inner_steps, divergence)
+            t = fake_trainer(upo_trainer, cfg, args.inner_steps, divergence, remasking)
             ref_traj = torch.zeros(len(adv)).index_add(0, states.item, states.ref_logp)
             load_head(pairs, rec.weights[0])
             groups = []
@@ -540,6 +577,16 @@ def main() -> None:
     print(json.dumps(report["features"]), flush=True)
     report["decode"] = compare_decode(s, t, model, pairs, args.decode_puzzles, args.block_length)
     print(json.dumps(report["decode"]), flush=True)
+    topk = {"threads": args.threads, "val_data": None}
+    topk.update(reference="topk-random:5", ce_ties="argmax")
+    cfg_topk = recipe(args.config, args.toy_dir, topk)
+    s_topk = load_setting(cfg_topk)
+    t_topk = fake_trainer(upo_trainer, cfg_topk, 1, "KL", "extra_bim")
+    pairs_topk = parameter_pairs(s_topk.net, model.model.extra_head)
+    report["decode_topk"] = compare_decode(
+        s_topk, t_topk, model, pairs_topk, args.decode_puzzles, args.block_length
+    )
+    print(json.dumps(report["decode_topk"]), flush=True)
     eval_data = str(Path(args.toy_dir) / "data" / "train.jsonl")
     report["eval_script_decode"] = compare_eval_decode(
         s, model, pairs, eval_data, args.decode_puzzles
