@@ -3,7 +3,9 @@ computed by hand from its definition on a tiny case, and upo's defaults left as 
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -367,3 +369,51 @@ def test_the_paper_config_sets_the_authors_choices():
     assert (pre.task, pre.mdm, pre.reference) == (cfg.task, cfg.mdm, "confidence")
     assert pre.policy == {"arch": "mdm-block"}  # the authors' head, nothing added
     assert pre.mdm_options == cfg.mdm_options
+
+
+# --- the paper's other two realisations -----------------------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# What each realisation's config changes from the max-confidence (CE) one, as the authors' runs
+# in their slurm_scripts/sudoku.slurm differ ("pretrain+CE", "pretrain+KL", "Random_TopK_KL").
+REALISATIONS = {
+    "llada-sudoku4-kl-paper.yaml": {"reference": "softmax-vocab:0.05", "ce_ties": None},
+    "llada-sudoku4-topk-paper.yaml": {
+        "reference": "topk-random:5",
+        "ce_ties": None,
+        "init": "random",
+        "pretrained": None,
+        "policy": {"arch": "mdm-block"},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(REALISATIONS))
+def test_the_other_realisations_differ_from_the_ce_config_only_where_the_authors_runs_do(name):
+    ce = yaml.safe_load((CONFIGS / "llada-sudoku4-paper.yaml").read_text())
+    other = yaml.safe_load((CONFIGS / name).read_text())
+    changed = {k: other.get(k) for k in set(ce) | set(other) if ce.get(k) != other.get(k)}
+    assert changed == REALISATIONS[name]
+    cfg = load_config(UPOConfig, CONFIGS / name)  # valid as a whole (ce_ties back to its default)
+    assert cfg.ce_ties == "argmax" and cfg.lr == 3e-6 and cfg.loss_temperature == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(REALISATIONS))
+def test_each_realisation_trains_with_the_papers_head_on_the_tiny_mdm(name, tmp_path):
+    """The realisation's reference, start and loss options on the built-in 4x4 MDM with the
+    paper's head (mdm-block, random start here: the toy has no pre-trained head): one round."""
+    from test_grpo import write_sudoku4_setup
+    from upo.rl.grpo import train_upo
+
+    config = write_sudoku4_setup(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    paper = yaml.safe_load((CONFIGS / name).read_text())
+    keys = ("reference", "temperature", "logprob_temperature", "log_ratio_clamp", "clip_eps")
+    data.update({k: paper[k] for k in keys})
+    data.update(policy={"arch": "mdm-block"}, init="random", steps=1, zero_std_groups=True)
+    config.write_text(yaml.safe_dump(data))
+    meta = train_upo(load_config(UPOConfig, config), tmp_path / "policy")
+    assert meta["complete"]
+    saved = json.loads((tmp_path / "policy" / "config.json").read_text())
+    assert saved["policy"]["arch"] == "mdm-block"
+    assert saved["policy"]["restrict_topk"] == (5 if "topk" in name else None)
