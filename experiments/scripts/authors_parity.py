@@ -308,6 +308,19 @@ def compare_loss_and_grads(t, model, pairs, rec, groups: list[dict]) -> list[dic
 # ---------------------------------------------------------------- decode
 
 
+def head_like_upos(net, model, pairs):
+    """Load upo's head `net` into the authors' and round the authors' head input to bf16, as upo
+    caches the MDM's features for its head (rollout.py). Returns the hook; remove it after."""
+    load_head(pairs, [p.detach().clone() for n, p in net.named_parameters() if n != "skip"])
+    return model.model.extra_head.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: (
+            (args[0].to(torch.bfloat16).float(), *args[1:]) if args else args,
+            {**kwargs, "x": kwargs["x"].to(torch.bfloat16).float()} if "x" in kwargs else kwargs,
+        ),
+        with_kwargs=True,
+    )
+
+
 def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dict:
     """Greedy decode with the head: upo's rollout recorder (`collect`, the decode GRPO runs)
     against the authors' generate_sudoku, one puzzle at a time (their rollouts batch one puzzle's
@@ -315,17 +328,7 @@ def compare_decode(s, t, model, pairs, n_prompts: int, block_length: int) -> dic
     head over every blank) or "extra_bim" (over the 5 most confident). Also the log-probability of
     the decoded order under the reference, summed over the steps: upo's (`softmax-vocab:0.05`, or
     the uniform `topk-random:5`) against the authors' log_ref_probs (accumulated in bf16)."""
-    weights = [p.detach().clone() for n, p in s.net.named_parameters() if n != "skip"]
-    load_head(pairs, weights)
-    head_in = model.model.extra_head.transformer
-    # upo's head reads bf16-cached features (rollout.py); round the authors' head input alike
-    hook = head_in.register_forward_pre_hook(
-        lambda m, args, kwargs: (
-            (args[0].to(torch.bfloat16).float(), *args[1:]) if args else args,
-            {**kwargs, "x": kwargs["x"].to(torch.bfloat16).float()} if "x" in kwargs else kwargs,
-        ),
-        with_kwargs=True,
-    )
+    hook = head_like_upos(s.net, model, pairs)
     policy = LearnedPolicy(s.net, s.mdm.mask_id, temperature=1.0, greedy=True)
     remasking = t.args.remasking
     if remasking == "extra_head":
@@ -399,14 +402,7 @@ def compare_eval_decode(s, model, pairs, data: str, n_prompts: int) -> dict:
     options = {"instructions": s.task.instructions}
     task = get_task("sudoku4-paper-eval", options).bind(s.mdm)
     items = task.load(data)
-    load_head(pairs, [p.detach().clone() for n, p in s.net.named_parameters() if n != "skip"])
-    hook = model.model.extra_head.transformer.register_forward_pre_hook(
-        lambda m, args, kwargs: (
-            (args[0].to(torch.bfloat16).float(), *args[1:]) if args else args,
-            {**kwargs, "x": kwargs["x"].to(torch.bfloat16).float()} if "x" in kwargs else kwargs,
-        ),
-        with_kwargs=True,
-    )
+    hook = head_like_upos(s.net, model, pairs)
     policies = {
         "low_confidence": make_rule("confidence"),
         "extra_head": LearnedPolicy(s.net, s.mdm.mask_id, temperature=1.0, greedy=True),
